@@ -1,0 +1,1 @@
+//! The control socket: requests the CLI sends to a running daemon.

@@ -1,0 +1,35 @@
+//! postdesk: an LMTP delivery agent that turns a support mailing list into a
+//! ticket desk worked entirely by mail.
+//!
+//! The per-message path, top to bottom (read `deliver.rs` for the code):
+//! `lmtp` receives a transaction → `deliver` parses it once
+//! (`ingest::parse`) and hands a job to the store's committer → inside one
+//! transaction `ingest::decide` classifies, threads and applies the follow-up
+//! rules against the current state (a pure function of parsed mail, `View`,
+//! policy and `now`), `render` turns the decision's intents into outbound
+//! mail, and the store writes ticket, message, indexes and outbox rows → the
+//! committer makes the batch durable (spool + sled + fdatasync) → only then
+//! does each recipient get `250`; `outbox` sends in the background.
+//!
+//! Modules:
+//! - `config`: typed configuration, defaults, errors that name key and line.
+//! - `lmtp`: listeners, sessions over smtp-proto, every reply we send.
+//! - `ingest`: PURE parse → classify → thread → decide.
+//! - `render`: PURE templates and mail building for generated mail.
+//! - `store`: the `View`/commit boundary; sled backend; raw-message spool.
+//! - `outbox`: the sender task and its transports (relay, direct, file).
+//! - `control`: the control socket protocol shared by daemon and CLI.
+//! - `deliver`, `daemon`, `shutdown`: wiring.
+//! - `cli`: the command line (anyhow lives here and in main).
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod deliver;
+pub mod ingest;
+pub mod lmtp;
+pub mod outbox;
+pub mod render;
+pub mod shutdown;
+pub mod store;

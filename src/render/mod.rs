@@ -1,0 +1,1 @@
+//! PURE: generated mail from templates. No I/O once templates are loaded.

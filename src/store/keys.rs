@@ -1,0 +1,88 @@
+//! Every key encoding of the sled backend, in one place. One tree holds all
+//! records under short prefixes; numbers are big-endian so a prefix scan
+//! yields them in order (tickets by number, the outbox queue by due time).
+
+pub const NEXT_TICKET: &[u8] = b"meta/next_ticket";
+pub const NEXT_OUTBOX: &[u8] = b"meta/next_outbox";
+pub const NEXT_APART: &[u8] = b"meta/next_apart";
+
+pub const TICKET: &[u8] = b"t/";
+pub const MESSAGE: &[u8] = b"m/";
+pub const APART: &[u8] = b"a/";
+pub const THREAD_KEY: &[u8] = b"k/";
+pub const CONVERSATION: &[u8] = b"c/";
+pub const STORED_ID: &[u8] = b"i/";
+pub const OUTBOX: &[u8] = b"o/";
+pub const QUEUE: &[u8] = b"q/";
+pub const ACKS: &[u8] = b"r/";
+pub const LEARNED: &[u8] = b"u/";
+
+fn cat(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.extend_from_slice(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+pub fn ticket(n: u64) -> Vec<u8> {
+    cat(TICKET, &[&n.to_be_bytes()])
+}
+pub fn message(ticket: u64, seq: u32) -> Vec<u8> {
+    cat(MESSAGE, &[&ticket.to_be_bytes(), &seq.to_be_bytes()])
+}
+pub fn messages_of(ticket: u64) -> Vec<u8> {
+    cat(MESSAGE, &[&ticket.to_be_bytes()])
+}
+pub fn apart(seq: u64) -> Vec<u8> {
+    cat(APART, &[&seq.to_be_bytes()])
+}
+pub fn thread_key(message_id: &str) -> Vec<u8> {
+    cat(THREAD_KEY, &[message_id.as_bytes()])
+}
+pub fn conversation(key: &str) -> Vec<u8> {
+    cat(CONVERSATION, &[key.as_bytes()])
+}
+pub fn stored_id(message_id: &str) -> Vec<u8> {
+    cat(STORED_ID, &[message_id.as_bytes()])
+}
+pub fn outbox(id: u64) -> Vec<u8> {
+    cat(OUTBOX, &[&id.to_be_bytes()])
+}
+/// Due-ordered queue entry: millisecond due time, then id.
+pub fn queue(due_ms: i64, id: u64) -> Vec<u8> {
+    // Shift so negative times still sort before positive ones.
+    let due = (due_ms as u64) ^ (1 << 63);
+    cat(QUEUE, &[&due.to_be_bytes(), &id.to_be_bytes()])
+}
+pub fn queue_upper(due_ms: i64) -> Vec<u8> {
+    let due = (due_ms as u64) ^ (1 << 63);
+    cat(QUEUE, &[&due.to_be_bytes(), &u64::MAX.to_be_bytes()])
+}
+pub fn queue_id(key: &[u8]) -> Option<u64> {
+    let tail = key.get(QUEUE.len() + 8..QUEUE.len() + 16)?;
+    Some(u64::from_be_bytes(tail.try_into().ok()?))
+}
+pub fn acks(address: &str) -> Vec<u8> {
+    cat(ACKS, &[address.as_bytes()])
+}
+pub fn learned(address: &str) -> Vec<u8> {
+    cat(LEARNED, &[address.as_bytes()])
+}
+pub fn be_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn queue_sorts_by_due_then_id() {
+        let mut ks = vec![queue(5, 2), queue(-3, 9), queue(5, 1), queue(1_000_000, 0)];
+        ks.sort();
+        let ids: Vec<_> = ks.iter().map(|k| queue_id(k).unwrap()).collect();
+        assert_eq!(ids, vec![9, 1, 2, 0]);
+        assert!(queue(5, 7) < queue_upper(5) && queue_upper(5) < queue(6, 0));
+    }
+}

@@ -1,0 +1,218 @@
+//! Records kept in the store. Each is serialized with a leading version byte
+//! (see `encode`/`decode`) so later versions can read older records.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+pub type Timestamp = jiff::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Unassigned,
+    Active,
+    Waiting,
+    Snoozed,
+    Done,
+    Closed,
+    Deleted,
+}
+
+impl Status {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Unassigned => "unassigned",
+            Status::Active => "active",
+            Status::Waiting => "waiting",
+            Status::Snoozed => "snoozed",
+            Status::Done => "done",
+            Status::Closed => "closed",
+            Status::Deleted => "deleted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "unassigned" => Status::Unassigned,
+            "active" => Status::Active,
+            "waiting" => Status::Waiting,
+            "snoozed" => Status::Snoozed,
+            "done" => Status::Done,
+            "closed" => Status::Closed,
+            "deleted" => Status::Deleted,
+            _ => return None,
+        })
+    }
+    /// Open tickets are the ones later mail of their thread joins.
+    pub fn is_open(&self) -> bool {
+        matches!(
+            self,
+            Status::Unassigned | Status::Active | Status::Waiting | Status::Snoozed
+        )
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// What a stored message is to its ticket (SPEC §7 `messages[].kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    Customer,
+    Agent,
+    Note,
+    AutoReply,
+    Bounce,
+    Command,
+    Generated,
+}
+
+impl MessageKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MessageKind::Customer => "customer",
+            MessageKind::Agent => "agent",
+            MessageKind::Note => "note",
+            MessageKind::AutoReply => "auto_reply",
+            MessageKind::Bounce => "bounce",
+            MessageKind::Command => "command",
+            MessageKind::Generated => "generated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub number: u64,
+    pub status: Status,
+    pub assignee: Option<String>,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub subject: String,
+    pub description: String,
+    pub contact: String,
+    pub contact_name: Option<String>,
+    pub customer: Option<String>,
+    pub notified: bool,
+    pub reopened: bool,
+    pub replies: u32,
+    pub last_direction: Direction,
+    pub last_message_at: Timestamp,
+    pub follow_up_of: Option<u64>,
+    /// Tickets a message's keys also pointed at (never merged by themselves).
+    pub related: Vec<u64>,
+    /// Received mail attached to the ticket, first first (SPEC §7).
+    pub message_ids: Vec<String>,
+    /// Addresses seen in From/To/Cc of its messages (lower-case), for the
+    /// token participant check.
+    pub participants: Vec<String>,
+    /// Outbound mail that failed for good: (outbox id, recipient, reply).
+    pub delivery_failures: Vec<DeliveryFailure>,
+    /// The language the customer is answered in.
+    pub language: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryFailure {
+    pub outbox_id: u64,
+    pub kind: String,
+    pub recipients: Vec<String>,
+    pub reply: String,
+    pub at: Timestamp,
+}
+
+/// Where the raw bytes of a message live: our own append-only spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolRef {
+    pub file: u32,
+    pub offset: u64,
+    pub len: u64,
+    /// CRC-32C-ish check (first 8 bytes of SHA-256) of the stored bytes.
+    pub check: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The Message-ID as received (or derived), without brackets.
+    pub message_id: String,
+    /// Unique key inside the store: the Message-ID, or a derived id when the
+    /// same Message-ID came with other content.
+    pub internal_id: String,
+    pub ticket: Option<u64>,
+    pub kind: MessageKind,
+    pub from: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub date: Option<String>,
+    pub received_at: Timestamp,
+    pub excerpt: String,
+    pub rule: String,
+    pub content_hash: String,
+    pub queue_id: Option<String>,
+    pub raw: SpoolRef,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    Pending,
+    Sent,
+    Failed,
+}
+
+/// One outbound mail, written in the same commit as the state change that
+/// caused it. The bytes are `head` followed by the spooled `body` slice, so
+/// a team copy reuses the customer's body (attachments and all) unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub id: u64,
+    pub ticket: Option<u64>,
+    pub kind: String,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub message_id: String,
+    pub head: Vec<u8>,
+    /// Body bytes taken from a spooled raw message: (ref, start offset in it).
+    pub body: Option<(SpoolRef, u64)>,
+    pub created_at: Timestamp,
+    pub next_attempt_at: Timestamp,
+    pub attempts: u32,
+    pub last_reply: Option<String>,
+    pub state: OutboxState,
+    pub sent_at: Option<Timestamp>,
+}
+
+/// What we know about a Message-ID we have stored (duplicate detection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StoredIds {
+    /// (content hash, internal id) of each stored variant.
+    pub variants: Vec<(String, String)>,
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![1u8];
+    // Serializing plain data structs to JSON cannot fail.
+    if serde_json::to_writer(&mut out, v).is_err() {
+        out.truncate(1);
+    }
+    out
+}
+
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    match b.split_first() {
+        Some((1, rest)) => serde_json::from_slice(rest).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("unknown record version {v}")),
+        None => Err("empty record".into()),
+    }
+}
