@@ -73,6 +73,9 @@ pub struct Support {
     pub name: String,
     pub token_prefix: String,
     pub language: String,
+    /// The `List-Id` of the team's own list in front of postdesk, if any:
+    /// mail carrying it is not treated as bulk (SPEC §3.3).
+    pub list_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -214,6 +217,7 @@ impl Default for Support {
             name: "Support".into(),
             token_prefix: "SUP".into(),
             language: "en".into(),
+            list_id: None,
         }
     }
 }
@@ -270,7 +274,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_size: 50 * 1024 * 1024,
-            max_line_length: 64 * 1024,
+            max_line_length: 1024 * 1024,
             max_header_size: 1024 * 1024,
             max_recipients: 100,
             max_sessions: 100,
