@@ -1,1 +1,291 @@
-//! (being written)
+//! THE per-message path, top to bottom:
+//!
+//! 1. parse the raw bytes once, outside the committer (never fails);
+//! 2. hand the committer one job: it appends the raw message to the spool
+//!    and, inside one transaction, runs the pure `decide` against the
+//!    current state, renders the outbound mail and writes ticket, message,
+//!    indexes and outbox rows ([`apply`]);
+//! 3. the committer makes the batch durable; only then does this return
+//!    `Stored`, and the LMTP session answers `250` per recipient. Any fault
+//!    is `TempFail` → `451 4.3.0`, and the MTA retries;
+//! 4. log the SPEC's `delivered …` line (only here) and wake the sender.
+
+use crate::config::Config;
+use crate::ingest::decide::{decide, token, Action, Decision};
+use crate::ingest::{parse::parse, Envelope, Parsed};
+use crate::lmtp::{BoxFuture, Handler, Outcome};
+use crate::render::{render_all, Templates};
+use crate::store::{MessageRecord, OutboxEntry, Result, SpoolRef, Store, Timestamp, View, Writes};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+/// What the daemon's sessions deliver through. Config and templates sit
+/// behind a lock so a reload swaps them between messages.
+pub struct Deliverer {
+    state: RwLock<(Arc<Config>, Arc<Templates>)>,
+    store: Store,
+    wake: Arc<Notify>,
+}
+
+impl Deliverer {
+    pub fn new(cfg: Arc<Config>, templates: Arc<Templates>, store: Store, wake: Arc<Notify>) -> Self {
+        Deliverer {
+            state: RwLock::new((cfg, templates)),
+            store,
+            wake,
+        }
+    }
+
+    pub fn current(&self) -> (Arc<Config>, Arc<Templates>) {
+        match self.state.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, cfg: Arc<Config>, templates: Arc<Templates>) {
+        match self.state.write() {
+            Ok(mut g) => *g = (cfg, templates),
+            Err(poisoned) => *poisoned.into_inner() = (cfg, templates),
+        }
+    }
+
+    pub async fn deliver(&self, env: Envelope, raw: Vec<u8>) -> Outcome {
+        let started = Instant::now();
+        let parsed = Arc::new(parse(&raw));
+        let span = tracing::info_span!(
+            "message",
+            queue_id = parsed.queue_id.as_deref().unwrap_or("-"),
+            message_id = %parsed.message_id
+        );
+        async move {
+            let (cfg, tpl) = self.current();
+            let now = Timestamp::now();
+            let res = commit_delivery(&self.store, Arc::new(raw), parsed.clone(), env, cfg.clone(), tpl, now).await;
+            let ms = started.elapsed().as_millis();
+            match res {
+                Ok(d) => {
+                    log_delivered(&parsed, &d, &cfg, ms);
+                    if !d.intents.is_empty() {
+                        self.wake.notify_one();
+                    }
+                    Outcome::Stored {
+                        id: outcome_id(&d, &cfg),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ms, "delivery failed, answering 451");
+                    Outcome::TempFail {
+                        reason: e.to_string(),
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl Handler for Deliverer {
+    fn check_rcpt(&self, rcpt: &str) -> std::result::Result<(), String> {
+        let (cfg, _) = self.current();
+        match cfg.support_tag(rcpt) {
+            Some(_) => Ok(()),
+            None => Err(format!("not the support address {}", cfg.support.address)),
+        }
+    }
+
+    fn deliver(&self, envelope: Envelope, raw: Vec<u8>) -> BoxFuture<'_, Outcome> {
+        Box::pin(Deliverer::deliver(self, envelope, raw))
+    }
+}
+
+/// Decides and writes one delivered message in one transaction, durably.
+pub async fn commit_delivery(
+    store: &Store,
+    raw: Arc<Vec<u8>>,
+    parsed: Arc<Parsed>,
+    env: Envelope,
+    cfg: Arc<Config>,
+    tpl: Arc<Templates>,
+    now: Timestamp,
+) -> Result<Decision> {
+    store
+        .commit(Some(raw), move |tx, raw_ref| {
+            decide_and_apply(tx, raw_ref, &parsed, &env, &cfg, &tpl, now)
+        })
+        .await
+}
+
+/// The body of the delivery transaction; shared with `import`.
+pub fn decide_and_apply(
+    tx: &dyn Writes,
+    raw_ref: Option<SpoolRef>,
+    parsed: &Parsed,
+    env: &Envelope,
+    cfg: &Config,
+    tpl: &Templates,
+    now: Timestamp,
+) -> Result<Decision> {
+    let d = decide(parsed, env, cfg, as_view(tx), now)?;
+    let mails = render_all(&d, parsed, cfg, tpl, now);
+    let raw_ref = raw_ref.ok_or_else(|| crate::store::Error::Other("no raw message".into()))?;
+    apply(tx, &d, parsed, mails, raw_ref, now)?;
+    Ok(d)
+}
+
+/// Writes a decision through the transaction: message record, ticket,
+/// thread keys, conversation key, duplicate index, ack times, learned
+/// customer, outbox rows (and their Message-IDs as thread keys).
+pub fn apply(
+    tx: &dyn Writes,
+    d: &Decision,
+    p: &Parsed,
+    mails: Vec<OutboxEntry>,
+    raw: SpoolRef,
+    now: Timestamp,
+) -> Result<()> {
+    if d.action == Action::Duplicate {
+        return Ok(());
+    }
+    let record = MessageRecord {
+        message_id: p.message_id.clone(),
+        internal_id: d.internal_id.clone(),
+        ticket: d.ticket.as_ref().map(|t| t.number),
+        kind: d.kind,
+        from: d.classification.sender.clone(),
+        to: p.to.iter().map(|a| a.email.clone()).collect(),
+        cc: p.cc.iter().map(|a| a.email.clone()).collect(),
+        subject: p.subject.clone(),
+        date: p.date.clone(),
+        received_at: now,
+        excerpt: d.excerpt.clone(),
+        rule: d.thread.rule.as_str().to_string(),
+        content_hash: p.content_hash.clone(),
+        queue_id: p.queue_id.clone(),
+        raw,
+        problems: p.problems.clone(),
+    };
+    tx.put_stored_ids(&p.message_id, &d.stored_ids)?;
+    let Some(t) = &d.ticket else {
+        tx.put_apart(&record)?;
+        return Ok(());
+    };
+    if d.new_ticket {
+        let n = tx.take_ticket_number()?;
+        if n != t.number {
+            return Err(crate::store::Error::Other(format!(
+                "ticket number moved from {} to {n} inside one transaction",
+                t.number
+            )));
+        }
+    }
+    let seq = t
+        .message_ids
+        .iter()
+        .position(|m| *m == d.internal_id)
+        .unwrap_or(t.message_ids.len()) as u32;
+    tx.put_message(t.number, seq, &record)?;
+    for k in &d.index_keys {
+        tx.index_thread_key(k, t.number)?;
+    }
+    if let Some(c) = &d.conversation {
+        tx.index_conversation(c, t.number)?;
+    }
+    if let Some((addr, times)) = &d.ack_times {
+        tx.put_ack_times(addr, times)?;
+    }
+    if let Some((addr, customer)) = &d.learn {
+        tx.learn_customer(addr, customer)?;
+    }
+    if let Some(other) = &d.also {
+        tx.put_ticket(other)?;
+    }
+    for mut m in mails {
+        if let Some((r, _)) = m.body.as_mut() {
+            *r = raw;
+        }
+        tx.index_thread_key(&m.message_id, t.number)?;
+        tx.add_outbox(m)?;
+    }
+    tx.put_ticket(t)
+}
+
+fn outcome_id(d: &Decision, cfg: &Config) -> String {
+    match (&d.ticket, d.action) {
+        (_, Action::Duplicate) => format!("<{}> (duplicate)", d.internal_id),
+        (Some(t), _) => token(cfg, t.number),
+        (None, _) => format!("<{}> (kept apart)", d.internal_id),
+    }
+}
+
+/// The one `delivered …` line per message (SPEC §7).
+pub fn log_delivered(p: &Parsed, d: &Decision, cfg: &Config, ms: u128) {
+    let ticket = d
+        .ticket
+        .as_ref()
+        .map(|t| token(cfg, t.number))
+        .or_else(|| d.thread.ticket.map(|n| token(cfg, n)))
+        .unwrap_or_else(|| "-".into());
+    let status = match (&d.status_before, &d.ticket) {
+        (Some(b), Some(t)) if *b != t.status => format!("{b}->{}", t.status),
+        (Some(b), _) => b.to_string(),
+        (None, Some(t)) => format!("new->{}", t.status),
+        (None, None) => "-".into(),
+    };
+    let from = if d.classification.sender.is_empty() {
+        "<>"
+    } else {
+        d.classification.sender.as_str()
+    };
+    tracing::info!(
+        queue_id = p.queue_id.as_deref().unwrap_or("-"),
+        message_id = %format_args!("<{}>", p.message_id),
+        from,
+        ticket = %ticket,
+        rule = d.thread.rule.as_str(),
+        action = d.action.as_str(),
+        status = %status,
+        kind = ?d.classification.kind,
+        ms = ms as u64,
+        "delivered"
+    );
+    for w in &d.warnings {
+        tracing::warn!(message_id = %format_args!("<{}>", p.message_id), "{w}");
+    }
+    if !d.thread.ignored_tokens.is_empty() {
+        tracing::info!(
+            message_id = %format_args!("<{}>", p.message_id),
+            "token ignored: {}",
+            d.thread.ignored_tokens.join("; ")
+        );
+    }
+}
+
+fn as_view(w: &dyn Writes) -> &dyn View {
+    w
+}
+
+/// Runs the decision against a read-only view, writing nothing: `explain`.
+pub fn explain(
+    store: Option<&Store>,
+    raw: &[u8],
+    env: &Envelope,
+    cfg: &Config,
+    tpl: &Templates,
+    now: Timestamp,
+) -> Result<(Parsed, Decision, Vec<OutboxEntry>)> {
+    let parsed = parse(raw);
+    let run = |view: &dyn View| {
+        let d = decide(&parsed, env, cfg, view, now)?;
+        let mails = render_all(&d, &parsed, cfg, tpl, now);
+        Ok((d, mails))
+    };
+    let (d, mails) = match store {
+        Some(s) => s.with_read_view(run)?,
+        None => run(&crate::store::EmptyView)?,
+    };
+    Ok((parsed, d, mails))
+}

@@ -1,5 +1,375 @@
-//! The command line.
+//! The command line (SPEC §7). `anyhow` lives here and in `main.rs` only.
+//!
+//! Commands that read state ask a running daemon over the control socket;
+//! when none answers, they open the store themselves (sled allows one
+//! process at a time, so both at once is impossible by construction).
 
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+use crate::config::{Config, LogFormat};
+use crate::control::{self, views, Request, Response};
+use crate::ingest::{parse::parse, Envelope};
+use crate::render::Templates;
+use crate::store::{Store, Timestamp};
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "postdesk",
+    version,
+    about = "LMTP delivery agent that turns a support mailing list into a ticket desk worked by mail"
+)]
+pub struct Cli {
+    /// Config file (YAML). Without it, the built-in default: LMTP on
+    /// 127.0.0.1:2424, data in ./data, outbound mail written to ./data/sent.
+    #[arg(long, global = true, env = "POSTDESK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the daemon: LMTP listeners, outbox sender, control socket.
+    Serve,
+    /// Check the config file and say what is wrong, with key and line.
+    CheckConfig,
+    /// Look at tickets.
+    Ticket {
+        #[command(subcommand)]
+        cmd: TicketCmd,
+    },
+    /// Dry run: how a message on stdin would be classified and threaded,
+    /// and what would follow. Nothing is written or sent.
+    Explain {
+        /// Envelope sender (default: the From address).
+        #[arg(long)]
+        from: Option<String>,
+        /// Envelope recipient (default: the support address).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TicketCmd {
+    /// List tickets, oldest first.
+    List {
+        /// unassigned, active, waiting, snoozed, done, closed or deleted.
+        #[arg(long)]
+        status: Option<String>,
+        /// Agent address (or its local part).
+        #[arg(long)]
+        assignee: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one ticket with its messages.
+    Show {
+        /// e.g. SUP-12
+        token: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("postdesk: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+pub fn init_logging(cfg: &Config, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<EnvFilter>().ok())
+        .or_else(|| default_level.parse::<EnvFilter>().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config_path = cli.config.clone();
+    match cli.cmd {
+        Cmd::CheckConfig => {
+            let cfg = load_config(config_path.as_deref())?;
+            Templates::load(cfg.templates_dir.as_deref())?;
+            match &config_path {
+                Some(p) => println!("{}: OK", p.display()),
+                None => println!("built-in default config: OK"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Serve => {
+            let cfg = load_config(config_path.as_deref())?;
+            init_logging(&cfg, &cfg.log.level);
+            serve(cfg)
+        }
+        Cmd::Ticket { cmd } => {
+            let cfg = load_config(config_path.as_deref())?;
+            init_logging(&cfg, "warn");
+            ticket(cmd, &cfg)
+        }
+        Cmd::Explain { from, to, json } => {
+            let cfg = load_config(config_path.as_deref())?;
+            init_logging(&cfg, "warn");
+            explain(&cfg, from, to, json)
+        }
+    }
+}
+
+fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let (trigger, shutdown) = crate::shutdown::channel();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: stopping (in-flight deliveries finish)");
+            trigger.fire();
+        });
+        crate::daemon::run(cfg, shutdown, |_| {}).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {},
+                _ = i.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Asks the daemon; when none runs, answers from the store directly.
+fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
+    if let Some(resp) = control::call(&cfg.control_path(), &req)? {
+        return match resp {
+            Response::Ok(v) => Ok(v),
+            Response::Err(e) => Err(anyhow!(e)),
+        };
+    }
+    let tpl = Templates::load(cfg.templates_dir.as_deref())?;
+    if !cfg.data_dir.join("store").exists() {
+        // Nothing was ever delivered here: answer from an empty desk rather
+        // than creating a data directory as a side effect of a query.
+        return match req {
+            Request::TicketList { .. } => Ok(serde_json::json!([])),
+            Request::Explain { raw, envelope } => {
+                use base64::Engine;
+                let raw = base64::engine::general_purpose::STANDARD.decode(raw)?;
+                views::explain(None, &raw, &envelope, cfg, &tpl, Timestamp::now()).map_err(|e| anyhow!(e))
+            }
+            Request::TicketShow { token } => bail!("no ticket {token}: the data directory {} holds no store", cfg.data_dir.display()),
+            Request::Ping => bail!("no daemon is running"),
+        };
+    }
+    let store = Store::open(&cfg.data_dir).with_context(|| {
+        format!(
+            "no daemon answered on {} and the store could not be opened",
+            cfg.control_path().display()
+        )
+    })?;
+    let out = match control::handle(req, &store, cfg, &tpl) {
+        Response::Ok(v) => Ok(v),
+        Response::Err(e) => Err(anyhow!(e)),
+    };
+    store.close();
+    out
+}
+
+fn ticket(cmd: TicketCmd, cfg: &Config) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TicketCmd::List {
+            status,
+            assignee,
+            json,
+        } => {
+            let v = ask(cfg, Request::TicketList { status, assignee })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_list(&v);
+            }
+        }
+        TicketCmd::Show { token, json } => {
+            let v = ask(cfg, Request::TicketShow { token })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_show(&v);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn s<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {
+    v.get(k).and_then(|x| x.as_str()).unwrap_or("-")
+}
+
+fn print_list(v: &serde_json::Value) {
+    let empty = Vec::new();
+    let rows = v.as_array().unwrap_or(&empty);
+    if rows.is_empty() {
+        println!("no tickets");
+        return;
+    }
+    println!(
+        "{:<9} {:<10} {:<24} {:>3} {:<3} {:<30} {}",
+        "TOKEN", "STATUS", "ASSIGNEE", "RE", "DIR", "CONTACT", "SUBJECT"
+    );
+    for t in rows {
+        let dir = if s(t, "last_direction") == "in" { "in" } else { "out" };
+        let reopened = if t.get("reopened").and_then(|x| x.as_bool()) == Some(true) {
+            " REOPENED"
+        } else {
+            ""
+        };
+        println!(
+            "{:<9} {:<10} {:<24} {:>3} {:<3} {:<30} {}{}",
+            s(t, "token"),
+            s(t, "status"),
+            s(t, "assignee"),
+            t.get("replies").and_then(|x| x.as_u64()).unwrap_or(0),
+            dir,
+            s(t, "contact"),
+            s(t, "subject"),
+            reopened
+        );
+    }
+}
+
+fn print_show(v: &serde_json::Value) {
+    println!("{}  {}", s(v, "token"), s(v, "subject"));
+    for k in [
+        "status",
+        "assignee",
+        "contact",
+        "customer",
+        "started_at",
+        "ended_at",
+        "follow_up_of",
+        "description",
+    ] {
+        println!("  {k:<13} {}", s(v, k));
+    }
+    println!(
+        "  {:<13} {}",
+        "replies",
+        v.get("replies").and_then(|x| x.as_u64()).unwrap_or(0)
+    );
+    if let Some(ms) = v.get("messages").and_then(|m| m.as_array()) {
+        println!("messages:");
+        for m in ms {
+            println!(
+                "  {:<9} {:<30} <{}>\n            {}",
+                s(m, "kind"),
+                s(m, "from"),
+                s(m, "message_id"),
+                s(m, "excerpt")
+            );
+        }
+    }
+}
+
+fn explain(cfg: &Config, from: Option<String>, to: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let mut raw = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut raw)
+        .context("reading the message from stdin")?;
+    let mail_from = match from {
+        Some(f) => f,
+        None => parse(&raw).from.map(|a| a.email).unwrap_or_default(),
+    };
+    let envelope = Envelope {
+        mail_from,
+        rcpt_to: vec![to.unwrap_or_else(|| cfg.support.address.clone())],
+    };
+    use base64::Engine;
+    let v = ask(
+        cfg,
+        Request::Explain {
+            raw: base64::engine::general_purpose::STANDARD.encode(&raw),
+            envelope,
+        },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let c = &v["classification"];
+    println!("message-id:     <{}>", s(&v, "message_id"));
+    println!("from:           {}", s(&v, "from"));
+    println!("subject:        {}", s(&v, "subject"));
+    println!(
+        "classification: {} {}{}",
+        if c["staff"].as_bool() == Some(true) { "staff" } else { "outside" },
+        s(c, "kind"),
+        if c["bulk"].as_bool() == Some(true) { " bulk" } else { "" }
+    );
+    if let Some(r) = c["reasons"].as_array().filter(|r| !r.is_empty()) {
+        let r: Vec<&str> = r.iter().filter_map(|x| x.as_str()).collect();
+        println!("  because:      {}", r.join("; "));
+    }
+    println!("rule:           {} ({})", s(&v, "rule"), s(&v, "why"));
+    if let Some(r) = v["ignored_tokens"].as_array().filter(|r| !r.is_empty()) {
+        let r: Vec<&str> = r.iter().filter_map(|x| x.as_str()).collect();
+        println!("  ignored:      {}", r.join("; "));
+    }
+    println!(
+        "action:         {} → ticket {} ({} → {})",
+        s(&v, "action"),
+        s(&v, "ticket"),
+        s(&v, "status_before"),
+        s(&v, "status_after")
+    );
+    if let Some(out) = v["outbound"].as_array() {
+        for m in out {
+            let to: Vec<&str> = m["to"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            println!("would send:     {} to {}", s(m, "kind"), to.join(", "));
+        }
+    }
+    if let Some(why) = v["no_ack_reason"].as_str() {
+        println!("no ack:         {why}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,1 +1,589 @@
-//! (being written)
+//! The decision: parsed mail + current state (a [`View`]) + policy + `now`
+//! → the new ticket state, the message's place, the keys to index and the
+//! mail to send. Pure: no I/O, no clock, no randomness, so `serve`,
+//! `explain` and `import` share it and tests drive it with in-memory views.
+//!
+//! Follow-up rules (SPEC §3.5) live in [`follow_up`].
+
+use super::classify::{classify, Classification, MailKind};
+use super::customer::{identify, Identified};
+use super::quote::own_text;
+use super::thread::{clean_subject, conversation_key, thread, Rule, ThreadMatch};
+use super::{Envelope, Parsed};
+use crate::config::{Config, Distribute};
+use crate::store::{
+    Direction, MessageKind, Result, Status, StoredIds, Ticket, Timestamp, View,
+};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// A new ticket.
+    New,
+    /// A new ticket continuing a done/closed one (`follow_up_of`).
+    FollowUp,
+    /// Joined an open ticket.
+    Append,
+    /// A customer wrote on a done ticket within `policy.reopen_within`.
+    Reopen,
+    /// A customer answered a waiting or snoozed ticket: back to active.
+    Wake,
+    /// A staff Reply-All on an unassigned ticket: it is now the sender's.
+    Assign,
+    /// Staff mail without the contact in To/Cc: an internal note.
+    Note,
+    /// An auto-reply or bounce attached to its ticket (no state change), or
+    /// mail on a deleted ticket.
+    Attach,
+    /// An auto-reply or bounce that matched no ticket: stored apart.
+    Apart,
+    /// Our own mail came back: stored apart, nothing else.
+    Loop,
+    /// Same Message-ID and content as a stored message: nothing changes.
+    Duplicate,
+}
+
+impl Action {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::New => "new",
+            Action::FollowUp => "follow-up",
+            Action::Append => "append",
+            Action::Reopen => "reopen",
+            Action::Wake => "wake",
+            Action::Assign => "assign",
+            Action::Note => "note",
+            Action::Attach => "attach",
+            Action::Apart => "apart",
+            Action::Loop => "loop",
+            Action::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Mail a decision asks for; `render` turns each into outbox bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Intent {
+    /// Acknowledgement to the customer of a new ticket.
+    Ack { to: String },
+    /// The team's copy of this message.
+    Copy { to: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub classification: Classification,
+    pub thread: ThreadMatch,
+    pub customer: Option<Identified>,
+    pub action: Action,
+    /// Where the message is kept: its Message-ID, or a derived id when the
+    /// same Message-ID came earlier with other content.
+    pub internal_id: String,
+    pub kind: MessageKind,
+    pub status_before: Option<Status>,
+    /// The ticket as it must be written; `None` for apart/loop/duplicate.
+    pub ticket: Option<Ticket>,
+    pub new_ticket: bool,
+    /// Another ticket that changes too (a done ticket learning its follow-up).
+    pub also: Option<Ticket>,
+    /// Ids to index as the ticket's thread keys (only ones not yet known).
+    pub index_keys: Vec<String>,
+    pub conversation: Option<String>,
+    pub intents: Vec<Intent>,
+    /// New acknowledgement times for the sender, when an ack is sent.
+    pub ack_times: Option<(String, Vec<Timestamp>)>,
+    /// (address, customer) to remember for later tickets from the address.
+    pub learn: Option<(String, String)>,
+    pub stored_ids: StoredIds,
+    pub excerpt: String,
+    /// Things worth a warning in the log (e.g. reused Message-ID).
+    pub warnings: Vec<String>,
+    /// Why an ack was not sent, when one could have been.
+    pub no_ack_reason: Option<String>,
+}
+
+const ACK_WINDOW_SECS: i64 = 3600;
+const EXCERPT_CHARS: usize = 200;
+const DESCRIPTION_CHARS: usize = 255;
+
+fn truncate_chars(s: &str, n: usize) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(n) {
+        Some((i, _)) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+pub fn token(cfg: &Config, n: u64) -> String {
+    format!("{}-{}", cfg.support.token_prefix, n)
+}
+
+/// Decides what a delivered message does. See the module comment.
+pub fn decide(
+    p: &Parsed,
+    env: &Envelope,
+    cfg: &Config,
+    view: &dyn View,
+    now: Timestamp,
+) -> Result<Decision> {
+    let class = classify(p, env, cfg);
+    let own = own_text(&p.text);
+    let excerpt = truncate_chars(&one_line(&own), EXCERPT_CHARS);
+    let mut warnings = Vec::new();
+
+    // Duplicate delivery: same id and content changes nothing. Same id with
+    // other content is another message, kept under a derived id.
+    let mut stored_ids = view.stored_ids(&p.message_id)?.unwrap_or_default();
+    let mut internal_id = p.message_id.clone();
+    if let Some((_, id)) = stored_ids.variants.iter().find(|(h, _)| *h == p.content_hash) {
+        let id = id.clone();
+        return Ok(Decision {
+            thread: ThreadMatch {
+                ticket: view.ticket_by_key(&p.message_id)?,
+                rule: Rule::New,
+                why: format!("already stored as <{id}>"),
+                related: Vec::new(),
+                ignored_tokens: Vec::new(),
+            },
+            classification: class,
+            customer: None,
+            action: Action::Duplicate,
+            internal_id: id,
+            kind: MessageKind::Customer,
+            status_before: None,
+            ticket: None,
+            new_ticket: false,
+            also: None,
+            index_keys: Vec::new(),
+            conversation: None,
+            intents: Vec::new(),
+            ack_times: None,
+            learn: None,
+            stored_ids,
+            excerpt,
+            warnings,
+            no_ack_reason: Some("duplicate delivery".into()),
+        });
+    }
+    if !stored_ids.variants.is_empty() {
+        let short: String = p.content_hash.chars().take(16).collect();
+        internal_id = format!("{}#{}", p.message_id, short);
+        warnings.push(format!(
+            "Message-ID <{}> seen before with other content; kept as <{internal_id}>",
+            p.message_id
+        ));
+    }
+    stored_ids
+        .variants
+        .push((p.content_hash.clone(), internal_id.clone()));
+
+    let sender_customer = identify(&class.sender, cfg, view)?;
+    let m = thread(
+        p,
+        &class,
+        sender_customer.as_ref().map(|c| c.customer.as_str()),
+        cfg,
+        view,
+    )?;
+
+    let base = Decision {
+        classification: class.clone(),
+        thread: m.clone(),
+        customer: sender_customer.clone(),
+        action: Action::Apart,
+        internal_id,
+        kind: MessageKind::Customer,
+        status_before: None,
+        ticket: None,
+        new_ticket: false,
+        also: None,
+        index_keys: Vec::new(),
+        conversation: None,
+        intents: Vec::new(),
+        ack_times: None,
+        learn: None,
+        stored_ids,
+        excerpt,
+        warnings,
+        no_ack_reason: None,
+    };
+
+    if class.kind == MailKind::Loop {
+        return Ok(Decision {
+            action: Action::Loop,
+            kind: MessageKind::Generated,
+            ..base
+        });
+    }
+
+    let target = match m.ticket {
+        Some(n) => view.ticket(n)?,
+        None => None,
+    };
+    follow_up(p, &class, cfg, view, now, target, base, &own)
+}
+
+fn is_ours(addr: &str, cfg: &Config) -> bool {
+    cfg.support_tag(addr).is_some()
+}
+
+fn recipients(p: &Parsed) -> impl Iterator<Item = &str> {
+    p.to.iter().chain(p.cc.iter()).map(|a| a.email.as_str())
+}
+
+/// The follow-up rules of SPEC §3.5, applied to the matched ticket.
+#[allow(clippy::too_many_arguments)]
+fn follow_up(
+    p: &Parsed,
+    class: &Classification,
+    cfg: &Config,
+    view: &dyn View,
+    now: Timestamp,
+    target: Option<Ticket>,
+    mut d: Decision,
+    own: &str,
+) -> Result<Decision> {
+    let auto = matches!(class.kind, MailKind::AutoReply | MailKind::Bounce);
+    let auto_kind = if class.kind == MailKind::Bounce {
+        MessageKind::Bounce
+    } else {
+        MessageKind::AutoReply
+    };
+
+    // A done ticket past the reopen window (or a closed one) sends its
+    // thread to its open follow-up, when it has one.
+    let target = match target {
+        Some(t) if !auto && class_is_outside(class) && too_late(&t, cfg, now) => {
+            match t.followed_by.map(|f| view.ticket(f)).transpose()?.flatten() {
+                Some(f) if f.status.is_open() => {
+                    d.thread.why = format!("{} → its open follow-up {}", d.thread.why, token(cfg, f.number));
+                    Some(f)
+                }
+                _ => Some(t),
+            }
+        }
+        other => other,
+    };
+
+    let Some(mut t) = target else {
+        if auto {
+            d.action = Action::Apart;
+            d.kind = auto_kind;
+            return Ok(d);
+        }
+        return new_ticket(p, class, cfg, view, now, d, own, None);
+    };
+    d.status_before = Some(t.status);
+
+    if auto {
+        d.action = Action::Attach;
+        d.kind = auto_kind;
+        attach_message(&mut t, p, &d.internal_id, cfg);
+        finish(p, cfg, view, &mut d, t, false)?;
+        return Ok(d);
+    }
+
+    let sender = class.sender.clone();
+    if class.staff {
+        let contact_included = recipients(p).any(|a| a == t.contact);
+        if !contact_included {
+            d.action = Action::Note;
+            d.kind = MessageKind::Note;
+        } else {
+            d.kind = MessageKind::Agent;
+            t.replies += 1;
+            t.last_direction = Direction::Out;
+            if t.status == Status::Unassigned {
+                // Directo's auto-assign by mail: no notifications.
+                d.action = Action::Assign;
+                t.assignee = Some(sender.clone());
+                t.status = Status::Active;
+            } else {
+                d.action = Action::Append;
+            }
+        }
+        t.last_message_at = now;
+        attach_message(&mut t, p, &d.internal_id, cfg);
+        d.intents.extend(copy_intent(p, class, cfg, &t));
+        finish(p, cfg, view, &mut d, t, false)?;
+        return Ok(d);
+    }
+
+    // Outside sender.
+    match t.status {
+        Status::Done | Status::Closed if too_late(&t, cfg, now) => {
+            let old = t.number;
+            return new_ticket(p, class, cfg, view, now, d, own, Some(t)).map(|mut d| {
+                d.action = Action::FollowUp;
+                d.thread.why = format!("{} (done too long ago: follow-up of {})", d.thread.why, token(cfg, old));
+                d
+            });
+        }
+        Status::Done => {
+            d.action = Action::Reopen;
+            t.status = Status::Active;
+            t.ended_at = None;
+            t.reopened = true;
+        }
+        Status::Waiting | Status::Snoozed => {
+            d.action = Action::Wake;
+            t.status = Status::Active;
+        }
+        Status::Deleted => {
+            // Spam stays hidden: kept, nothing sent.
+            d.action = Action::Attach;
+            attach_message(&mut t, p, &d.internal_id, cfg);
+            finish(p, cfg, view, &mut d, t, false)?;
+            return Ok(d);
+        }
+        _ => d.action = Action::Append,
+    }
+    d.kind = MessageKind::Customer;
+    t.replies += 1;
+    t.last_direction = Direction::In;
+    t.last_message_at = now;
+    attach_message(&mut t, p, &d.internal_id, cfg);
+    d.intents.extend(copy_intent(p, class, cfg, &t));
+    finish(p, cfg, view, &mut d, t, false)?;
+    Ok(d)
+}
+
+fn class_is_outside(c: &Classification) -> bool {
+    !c.staff
+}
+
+/// Past the reopen window, or closed (read-only): a reply makes a follow-up.
+fn too_late(t: &Ticket, cfg: &Config, now: Timestamp) -> bool {
+    match t.status {
+        Status::Closed => true,
+        Status::Done => match t.ended_at {
+            Some(end) => now.duration_since(end) > cfg.policy.reopen_within.signed(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_ticket(
+    p: &Parsed,
+    class: &Classification,
+    cfg: &Config,
+    view: &dyn View,
+    now: Timestamp,
+    mut d: Decision,
+    own: &str,
+    follow_of: Option<Ticket>,
+) -> Result<Decision> {
+    let number = view.next_ticket_number()?;
+    // A staff member who writes to a customer with the support address in
+    // copy starts a ticket that is theirs; the contact is the customer.
+    let outside_rcpt = recipients(p)
+        .find(|a| !cfg.is_staff(a) && !is_ours(a, cfg))
+        .map(str::to_string);
+    let staff_started = class.staff && outside_rcpt.is_some();
+    let (contact, contact_name) = if staff_started {
+        let c = outside_rcpt.unwrap_or_default();
+        let name = p
+            .to
+            .iter()
+            .chain(p.cc.iter())
+            .find(|a| a.email == c)
+            .and_then(|a| a.name.clone());
+        (c, name)
+    } else {
+        (
+            class.sender.clone(),
+            p.from.as_ref().and_then(|a| a.name.clone()),
+        )
+    };
+    let customer = if staff_started {
+        identify(&contact, cfg, view)?
+    } else {
+        d.customer.clone()
+    };
+    let mut t = Ticket {
+        number,
+        status: if staff_started {
+            Status::Active
+        } else {
+            Status::Unassigned
+        },
+        assignee: staff_started.then(|| class.sender.clone()),
+        started_at: now,
+        ended_at: None,
+        subject: clean_subject(&p.subject, &cfg.support.token_prefix),
+        description: truncate_chars(own, DESCRIPTION_CHARS),
+        contact: contact.clone(),
+        contact_name,
+        customer: customer.as_ref().map(|c| c.customer.clone()),
+        notified: false,
+        reopened: false,
+        replies: 0,
+        last_direction: if class.staff {
+            Direction::Out
+        } else {
+            Direction::In
+        },
+        last_message_at: now,
+        follow_up_of: follow_of.as_ref().map(|t| t.number),
+        followed_by: None,
+        related: d.thread.related.clone(),
+        message_ids: Vec::new(),
+        participants: Vec::new(),
+        delivery_failures: Vec::new(),
+        language: cfg.support.language.clone(),
+    };
+    d.customer = customer;
+    d.kind = if class.staff {
+        MessageKind::Agent
+    } else {
+        MessageKind::Customer
+    };
+    d.action = Action::New;
+    d.new_ticket = true;
+    if let Some(c) = &t.customer {
+        if !contact.is_empty() {
+            d.learn = Some((contact.clone(), c.clone()));
+        }
+    }
+    if let Some(mut old) = follow_of {
+        old.followed_by = Some(number);
+        d.also = Some(old);
+    }
+    attach_message(&mut t, p, &d.internal_id, cfg);
+
+    // Acknowledge the customer, unless they must not be answered.
+    if !class.staff {
+        match ack_refusal(class, cfg) {
+            Some(why) => d.no_ack_reason = Some(why),
+            None => {
+                let since = now - jiff::SignedDuration::from_secs(ACK_WINDOW_SECS);
+                let mut times: Vec<Timestamp> = view
+                    .ack_times(&class.sender)?
+                    .into_iter()
+                    .filter(|t| *t > since)
+                    .collect();
+                if times.len() >= cfg.policy.ack_rate_limit as usize {
+                    d.no_ack_reason = Some(format!(
+                        "ack rate limit: {} acks to {} in the last hour",
+                        times.len(),
+                        class.sender
+                    ));
+                } else {
+                    times.push(now);
+                    d.intents.push(Intent::Ack {
+                        to: class.sender.clone(),
+                    });
+                    d.ack_times = Some((class.sender.clone(), times));
+                }
+            }
+        }
+    }
+    d.intents.extend(copy_intent(p, class, cfg, &t));
+    finish(p, cfg, view, &mut d, t, true)?;
+    Ok(d)
+}
+
+/// Why no acknowledgement may go to this sender, if any (SPEC §4).
+fn ack_refusal(class: &Classification, cfg: &Config) -> Option<String> {
+    if class.sender.is_empty() {
+        return Some("no sender address".into());
+    }
+    if is_ours(&class.sender, cfg) {
+        return Some("sender is our own address".into());
+    }
+    if class.suppress_ack {
+        let why = if class.reasons.is_empty() {
+            "automatic answers suppressed".to_string()
+        } else {
+            class.reasons.join("; ")
+        };
+        return Some(why);
+    }
+    None
+}
+
+/// Team copy recipients: the roster (or the assignee), never the sender,
+/// never someone the mail already reached directly.
+fn copy_intent(p: &Parsed, class: &Classification, cfg: &Config, t: &Ticket) -> Option<Intent> {
+    let direct: Vec<&str> = recipients(p).collect();
+    let pool: Vec<String> = match (cfg.team.distribute, &t.assignee) {
+        (Distribute::Assignee, Some(a)) => vec![a.clone()],
+        _ => cfg
+            .team
+            .agents
+            .iter()
+            .map(|a| a.email.to_ascii_lowercase())
+            .collect(),
+    };
+    let mut to: Vec<String> = Vec::new();
+    for a in pool {
+        if a != class.sender && !direct.contains(&a.as_str()) && !to.contains(&a) {
+            to.push(a);
+        }
+    }
+    (!to.is_empty()).then_some(Intent::Copy { to })
+}
+
+fn attach_message(t: &mut Ticket, p: &Parsed, internal_id: &str, cfg: &Config) {
+    if !t.message_ids.iter().any(|m| m == internal_id) {
+        t.message_ids.push(internal_id.to_string());
+    }
+    let addrs = p
+        .from
+        .iter()
+        .chain(p.to.iter())
+        .chain(p.cc.iter())
+        .map(|a| a.email.as_str());
+    for a in addrs {
+        if !a.is_empty() && !is_ours(a, cfg) && !t.participants.iter().any(|x| x == a) {
+            t.participants.push(a.to_string());
+        }
+    }
+}
+
+/// Indexes the message's keys for `t` and stores `t` in the decision.
+fn finish(
+    p: &Parsed,
+    _cfg: &Config,
+    view: &dyn View,
+    d: &mut Decision,
+    t: Ticket,
+    _is_new: bool,
+) -> Result<()> {
+    // The message's own id always points at its ticket. Ids it references
+    // become keys of this ticket only when no ticket holds them yet, so a
+    // message joining by token never steals another ticket's thread.
+    let mut keys = Vec::new();
+    match view.ticket_by_key(&p.message_id)? {
+        Some(n) if n == t.number => {}
+        _ => keys.push(p.message_id.clone()),
+    }
+    if d.internal_id != p.message_id {
+        keys.push(d.internal_id.clone());
+    }
+    for id in p.in_reply_to.iter().chain(p.references.iter()) {
+        if !keys.contains(id) && view.ticket_by_key(id)?.is_none() {
+            keys.push(id.clone());
+        }
+    }
+    d.index_keys = keys;
+    if let Some(k) = p.thread_index.as_deref().and_then(conversation_key) {
+        if view.ticket_by_conversation(&k)?.is_none() {
+            d.conversation = Some(k);
+        }
+    }
+    d.ticket = Some(t);
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

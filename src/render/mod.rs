@@ -1,1 +1,449 @@
-//! PURE: generated mail from templates. No I/O once templates are loaded.
+//! PURE: generated mail. Templates are loaded once (built-in `en`/`et`, or a
+//! `templates_dir` that overrides them file by file); after that, rendering
+//! is a function of the decision, the parsed mail, config and `now`, so it
+//! can run inside the store transaction and in `explain`.
+//!
+//! A team copy is our header block in front of the customer's body bytes,
+//! reused unchanged from the spool (attachments and all), with the
+//! customer's MIME headers carried over.
+
+use crate::config::Config;
+use crate::ingest::decide::{token, Decision, Intent};
+use crate::ingest::thread::tokens;
+use crate::ingest::Parsed;
+use crate::store::{OutboxEntry, OutboxState, Ticket, Timestamp};
+use mail_builder::headers::address::Address;
+use mail_builder::headers::date::Date;
+use mail_builder::headers::message_id::MessageId;
+use mail_builder::headers::raw::Raw;
+use mail_builder::headers::text::Text;
+use mail_builder::headers::Header;
+use mail_builder::MessageBuilder;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("template {name}: {why}")]
+    Template { name: String, why: String },
+    #[error("templates: cannot read {path}: {why}")]
+    Read { path: String, why: String },
+}
+
+/// Every template we render, and the built-in text of each.
+const BUILTIN: &[(&str, &str, &str)] = &[
+    ("en", "ack.txt", include_str!("../../config/templates/en/ack.txt")),
+    ("et", "ack.txt", include_str!("../../config/templates/et/ack.txt")),
+];
+
+pub struct Templates {
+    env: minijinja::Environment<'static>,
+    languages: Vec<String>,
+}
+
+impl Templates {
+    pub fn builtin() -> Templates {
+        let mut env = minijinja::Environment::new();
+        let mut languages = Vec::new();
+        for (lang, name, text) in BUILTIN {
+            // Built-in templates are tested; a failure here is a build bug
+            // and would show in every test, so it is skipped, not fatal.
+            let _ = env.add_template_owned(key(lang, name), text.to_string());
+            if !languages.iter().any(|l| l == lang) {
+                languages.push(lang.to_string());
+            }
+        }
+        Templates { env, languages }
+    }
+
+    /// The built-in set with every `<dir>/<lang>/<name>` file that exists
+    /// laid over it; a template that does not compile is an error.
+    pub fn load(dir: Option<&Path>) -> Result<Templates, Error> {
+        let mut t = Templates::builtin();
+        let Some(dir) = dir else { return Ok(t) };
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::Read {
+            path: dir.display().to_string(),
+            why: e.to_string(),
+        })?;
+        for lang_dir in entries.flatten() {
+            if !lang_dir.path().is_dir() {
+                continue;
+            }
+            let lang = lang_dir.file_name().to_string_lossy().into_owned();
+            for (_, name, _) in BUILTIN.iter().filter(|(l, _, _)| *l == "en") {
+                let path = lang_dir.path().join(name);
+                if !path.exists() {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::Read {
+                    path: path.display().to_string(),
+                    why: e.to_string(),
+                })?;
+                t.env
+                    .add_template_owned(key(&lang, name), text)
+                    .map_err(|e| Error::Template {
+                        name: path.display().to_string(),
+                        why: e.to_string(),
+                    })?;
+                if !t.languages.contains(&lang) {
+                    t.languages.push(lang.clone());
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    pub fn languages(&self) -> &[String] {
+        &self.languages
+    }
+
+    /// Renders `name` in `lang`, falling back to English when the language
+    /// has no such template.
+    pub fn render(&self, lang: &str, name: &str, ctx: minijinja::Value) -> Result<String, Error> {
+        let k = key(lang, name);
+        let tpl = match self.env.get_template(&k) {
+            Ok(t) => t,
+            Err(_) => self.env.get_template(&key("en", name)).map_err(|e| Error::Template {
+                name: name.into(),
+                why: e.to_string(),
+            })?,
+        };
+        tpl.render(ctx).map_err(|e| Error::Template {
+            name: k,
+            why: e.to_string(),
+        })
+    }
+}
+
+fn key(lang: &str, name: &str) -> String {
+    format!("{lang}/{name}")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Our Message-ID for a generated mail: under the support domain, embedding
+/// the token, derived from what caused it (so a re-run renders the same id).
+pub fn generated_id(cfg: &Config, ticket: u64, kind: &str, cause: &str) -> String {
+    let h = Sha256::digest(format!("{kind}\0{cause}").as_bytes());
+    format!(
+        "{}.{kind}.{}@{}",
+        token(cfg, ticket),
+        &hex(&h)[..16],
+        cfg.support_domain()
+    )
+}
+
+/// Outlook's Thread-Index for an answer: the parent's plus five bytes, or a
+/// fresh 22-byte header (FILETIME + 16 bytes) when the parent had none.
+pub fn child_thread_index(parent: Option<&[u8]>, seed: &str, now: Timestamp) -> Vec<u8> {
+    let h = Sha256::digest(seed.as_bytes());
+    match parent {
+        Some(p) if p.len() >= 22 => {
+            let mut v = p.to_vec();
+            v.extend_from_slice(&h[..5]);
+            v
+        }
+        _ => {
+            // FILETIME: 100 ns ticks since 1601-01-01; Outlook keeps the top
+            // six bytes.
+            let ticks = (now.as_second() + 11_644_473_600) as u64 * 10_000_000;
+            let mut v = ticks.to_be_bytes()[..6].to_vec();
+            v.extend_from_slice(&h[..16]);
+            v
+        }
+    }
+}
+
+fn b64(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn put(out: &mut Vec<u8>, name: &str, value: impl Header) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    // Writing into a Vec cannot fail.
+    let _ = value.write_header(&mut *out, name.len() + 2);
+}
+
+fn date_of(p: &Parsed, now: Timestamp) -> Date {
+    let t = p
+        .date
+        .as_deref()
+        .and_then(|d| d.parse::<Timestamp>().ok())
+        .unwrap_or(now);
+    Date::new(t.as_second())
+}
+
+fn subject_with_token(subject: &str, cfg: &Config, n: u64) -> String {
+    if tokens(subject, &cfg.support.token_prefix).contains(&n) {
+        subject.to_string()
+    } else if subject.trim().is_empty() {
+        format!("[{}]", token(cfg, n))
+    } else {
+        format!("{} [{}]", subject.trim(), token(cfg, n))
+    }
+}
+
+/// Renders every intent of a decision into outbox entries (ids unset).
+pub fn render_all(
+    d: &Decision,
+    p: &Parsed,
+    cfg: &Config,
+    tpl: &Templates,
+    now: Timestamp,
+) -> Vec<OutboxEntry> {
+    let Some(t) = d.ticket.as_ref() else {
+        return Vec::new();
+    };
+    d.intents
+        .iter()
+        .map(|i| match i {
+            Intent::Ack { to } => ack(to, t, d, p, cfg, tpl, now),
+            Intent::Copy { to } => copy(to, t, d, p, cfg, now),
+        })
+        .collect()
+}
+
+fn entry(
+    kind: &str,
+    t: &Ticket,
+    cfg: &Config,
+    rcpt_to: Vec<String>,
+    message_id: String,
+    head: Vec<u8>,
+    body: Option<u64>,
+    now: Timestamp,
+) -> OutboxEntry {
+    OutboxEntry {
+        id: 0,
+        ticket: Some(t.number),
+        kind: kind.to_string(),
+        mail_from: cfg.support_address(),
+        rcpt_to,
+        message_id,
+        head,
+        // The spool reference is filled in by the store, which knows it.
+        body: body.map(|off| {
+            (
+                crate::store::SpoolRef {
+                    file: 0,
+                    offset: 0,
+                    len: 0,
+                    check: 0,
+                },
+                off,
+            )
+        }),
+        created_at: now,
+        next_attempt_at: now,
+        attempts: 0,
+        last_reply: None,
+        state: OutboxState::Pending,
+        sent_at: None,
+    }
+}
+
+fn common_headers(out: &mut Vec<u8>, kind: &str, t: &Ticket, cfg: &Config) {
+    put(out, "X-Postdesk-Kind", Raw::new(kind.to_string()));
+    put(out, "X-Postdesk-Ticket", Raw::new(token(cfg, t.number)));
+    put(out, "X-Postdesk-Loop", Raw::new(cfg.support_address()));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ack(
+    to: &str,
+    t: &Ticket,
+    d: &Decision,
+    p: &Parsed,
+    cfg: &Config,
+    tpl: &Templates,
+    now: Timestamp,
+) -> OutboxEntry {
+    let tok = token(cfg, t.number);
+    let id = generated_id(cfg, t.number, "ack", &d.internal_id);
+    let ctx = minijinja::context! {
+        token => tok,
+        subject => t.subject,
+        name => t.contact_name,
+        support_name => cfg.support.name,
+        support_address => cfg.support_address(),
+    };
+    let body = tpl
+        .render(&t.language, "ack.txt", ctx)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ack template failed; sending the plain fallback");
+            format!("Your message was received as ticket {tok}.\n")
+        });
+    let subject = if t.subject.is_empty() {
+        format!("Re: [{tok}]")
+    } else {
+        format!("Re: {} [{tok}]", t.subject)
+    };
+    let mut refs: Vec<String> = p.references.clone();
+    refs.push(p.message_id.clone());
+    let mut head = Vec::new();
+    common_headers(&mut head, "ack", t, cfg);
+    put(&mut head, "Auto-Submitted", Raw::new("auto-replied"));
+    let ti = child_thread_index(p.thread_index.as_deref(), &id, now);
+    put(&mut head, "Thread-Index", Raw::new(b64(&ti)));
+    put(
+        &mut head,
+        "Thread-Topic",
+        Text::new(p.thread_topic.clone().unwrap_or_else(|| t.subject.clone())),
+    );
+    let msg = MessageBuilder::new()
+        .from(Address::new_address(
+            Some(cfg.support.name.clone()),
+            cfg.support_address(),
+        ))
+        .to(Address::new_address(t.contact_name.clone(), to.to_string()))
+        .subject(subject)
+        .message_id(MessageId::new(id.clone()))
+        .in_reply_to(MessageId::new(p.message_id.clone()))
+        .references(MessageId::new_list(refs.iter().map(String::as_str)))
+        .date(Date::new(now.as_second()))
+        .text_body(body)
+        .write_to_vec()
+        .unwrap_or_default();
+    head.extend_from_slice(&msg);
+    entry("ack", t, cfg, vec![to.to_string()], id, head, None, now)
+}
+
+fn copy(
+    to: &[String],
+    t: &Ticket,
+    d: &Decision,
+    p: &Parsed,
+    cfg: &Config,
+    now: Timestamp,
+) -> OutboxEntry {
+    let id = generated_id(cfg, t.number, "copy", &d.internal_id);
+    let sender = &d.classification.sender;
+    let shown = p
+        .from
+        .as_ref()
+        .and_then(|a| a.name.clone())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| sender.clone());
+    let mut head = Vec::new();
+    common_headers(&mut head, "copy", t, cfg);
+    // Keeps the agents' out-of-office answers away from the list.
+    put(&mut head, "Auto-Submitted", Raw::new("auto-generated"));
+    put(&mut head, "X-Postdesk-Original-From", Raw::new(sender.clone()));
+    // DMARC: the customer's address never goes in From.
+    put(
+        &mut head,
+        "From",
+        Address::new_address(
+            Some(format!("{shown} via {}", cfg.support.name)),
+            cfg.support_address(),
+        ),
+    );
+    put(
+        &mut head,
+        "To",
+        Address::new_address(Some(cfg.support.name.clone()), cfg.support_address()),
+    );
+    let mut reply_to = Vec::new();
+    if !sender.is_empty() && cfg.support_tag(sender).is_none() {
+        reply_to.push(Address::new_address(
+            p.from.as_ref().and_then(|a| a.name.clone()),
+            sender.clone(),
+        ));
+    }
+    reply_to.push(Address::new_address(
+        Some(cfg.support.name.clone()),
+        cfg.support_address(),
+    ));
+    put(&mut head, "Reply-To", Address::new_list(reply_to));
+    put(
+        &mut head,
+        "Subject",
+        Text::new(subject_with_token(&p.subject, cfg, t.number)),
+    );
+    put(&mut head, "Date", date_of(p, now));
+    put(&mut head, "Message-ID", MessageId::new(id.clone()));
+    let mut refs: Vec<String> = p.references.clone();
+    refs.push(p.message_id.clone());
+    put(
+        &mut head,
+        "References",
+        MessageId::new_list(refs.iter().map(String::as_str)),
+    );
+    if let Some(first) = p.in_reply_to.first() {
+        put(&mut head, "In-Reply-To", MessageId::new(first.clone()));
+    }
+    // The customer's own Thread-Index: an Outlook agent's reply to the copy
+    // stays in the conversation postdesk knows.
+    if let Some(ti) = &p.thread_index {
+        put(&mut head, "Thread-Index", Raw::new(b64(ti)));
+    }
+    if let Some(topic) = &p.thread_topic {
+        put(&mut head, "Thread-Topic", Text::new(topic.clone()));
+    }
+    for (name, value) in &p.content_headers {
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    entry(
+        "copy",
+        t,
+        cfg,
+        to.to_vec(),
+        id,
+        head,
+        Some(p.body_offset as u64),
+        now,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_templates_render_in_both_languages() {
+        let t = Templates::builtin();
+        for lang in ["en", "et"] {
+            let s = t
+                .render(
+                    lang,
+                    "ack.txt",
+                    minijinja::context! { token => "SUP-3", subject => "Printer", name => "Mari", support_name => "Support" },
+                )
+                .unwrap();
+            assert!(s.contains("SUP-3") && s.contains("Printer") && s.contains("Mari"), "{s}");
+        }
+        // An unknown language falls back to English.
+        let s = t
+            .render("fi", "ack.txt", minijinja::context! { token => "SUP-3" })
+            .unwrap();
+        assert!(s.contains("we have received your message"), "{s}");
+    }
+
+    #[test]
+    fn thread_index_child_appends_five_bytes() {
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let parent = vec![7u8; 27];
+        let c = child_thread_index(Some(&parent), "x", now);
+        assert_eq!(c.len(), 32);
+        assert_eq!(&c[..27], &parent[..]);
+        assert_eq!(child_thread_index(None, "x", now).len(), 22);
+    }
+
+    #[test]
+    fn generated_ids_embed_token_and_domain() {
+        let cfg = Config::default();
+        let id = generated_id(&cfg, 12, "ack", "abc@x");
+        assert!(id.starts_with("SUP-12.ack."), "{id}");
+        assert!(id.ends_with("@localhost"), "{id}");
+        assert_eq!(id, generated_id(&cfg, 12, "ack", "abc@x"));
+        assert_ne!(id, generated_id(&cfg, 12, "ack", "abd@x"));
+    }
+}

@@ -14,6 +14,7 @@
 //! Must not: decide anything. Decisions come from `ingest`/`workflow`.
 
 pub mod keys;
+pub mod mem;
 pub mod model;
 mod sled_store;
 pub mod spool;
@@ -70,4 +71,48 @@ pub trait View {
     fn ack_times(&self, address: &str) -> Result<Vec<Timestamp>>;
     /// The number the next new ticket gets (does not reserve it).
     fn next_ticket_number(&self) -> Result<u64>;
+}
+
+/// A store with nothing in it: `explain` before any data exists.
+pub struct EmptyView;
+
+impl View for EmptyView {
+    fn ticket(&self, _: u64) -> Result<Option<Ticket>> {
+        Ok(None)
+    }
+    fn ticket_by_key(&self, _: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    fn ticket_by_conversation(&self, _: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    fn stored_ids(&self, _: &str) -> Result<Option<StoredIds>> {
+        Ok(None)
+    }
+    fn learned_customer(&self, _: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+    fn ack_times(&self, _: &str) -> Result<Vec<Timestamp>> {
+        Ok(Vec::new())
+    }
+    fn next_ticket_number(&self) -> Result<u64> {
+        Ok(1)
+    }
+}
+
+/// The writes a delivery makes, inside the same transaction as its reads.
+/// Implemented by every backend's transaction and by [`mem::MemStore`].
+pub trait Writes: View {
+    /// Takes the next ticket number (the one `next_ticket_number` showed).
+    fn take_ticket_number(&self) -> Result<u64>;
+    fn put_ticket(&self, t: &Ticket) -> Result<()>;
+    fn put_message(&self, ticket: u64, seq: u32, m: &MessageRecord) -> Result<()>;
+    fn put_apart(&self, m: &MessageRecord) -> Result<u64>;
+    fn index_thread_key(&self, message_id: &str, ticket: u64) -> Result<()>;
+    fn index_conversation(&self, key: &str, ticket: u64) -> Result<()>;
+    fn put_stored_ids(&self, message_id: &str, ids: &StoredIds) -> Result<()>;
+    fn put_ack_times(&self, address: &str, times: &[Timestamp]) -> Result<()>;
+    fn learn_customer(&self, address: &str, customer: &str) -> Result<()>;
+    /// Adds an outbox entry, assigning its id, and queues it.
+    fn add_outbox(&self, e: OutboxEntry) -> Result<u64>;
 }

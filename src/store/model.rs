@@ -108,6 +108,9 @@ pub struct Ticket {
     pub last_direction: Direction,
     pub last_message_at: Timestamp,
     pub follow_up_of: Option<u64>,
+    /// The newest follow-up ticket opened because a reply came too late to
+    /// reopen this one: later mail of the thread joins it while it is open.
+    pub followed_by: Option<u64>,
     /// Tickets a message's keys also pointed at (never merged by themselves).
     pub related: Vec<u64>,
     /// Received mail attached to the ticket, first first (SPEC §7).

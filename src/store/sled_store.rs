@@ -12,7 +12,7 @@ use super::keys;
 use super::spool::{self, Spool};
 use super::{
     decode, encode, Error, MessageRecord, OutboxEntry, OutboxState, Result, SpoolRef, StoredIds,
-    Ticket, Timestamp, View,
+    Ticket, Timestamp, View, Writes,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::any::Any;
@@ -45,6 +45,7 @@ struct Inner {
     spool_dir: PathBuf,
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     stats: Mutex<CommitStats>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Cheap to clone: every clone talks to the same committer.
@@ -95,12 +96,16 @@ impl Store {
             spool_dir,
             jobs: Mutex::new(Some(tx)),
             stats: Mutex::new(CommitStats::default()),
+            worker: Mutex::new(None),
         });
         let worker = inner.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("committer".into())
             .spawn(move || committer(worker, rx, spool, db_file))
             .map_err(io(data_dir))?;
+        if let Ok(mut w) = inner.worker.lock() {
+            *w = Some(handle);
+        }
         Ok(Store { inner })
     }
 
@@ -157,11 +162,17 @@ impl Store {
             .map_err(|_| Error::Other("committer returned the wrong type".into()))
     }
 
-    /// Stops taking jobs; jobs already queued are still committed.
+    /// Stops taking jobs and waits until the committer has committed and
+    /// synced every job already queued.
     pub fn close(&self) {
         if let Ok(mut g) = self.inner.jobs.lock() {
             g.take();
         }
+        let handle = self.inner.worker.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        let _ = self.inner.db.flush();
     }
 
     pub fn stats(&self) -> CommitStats {
@@ -559,5 +570,38 @@ impl View for Tx<'_> {
     }
     fn next_ticket_number(&self) -> Result<u64> {
         self.counter(keys::NEXT_TICKET, 1)
+    }
+}
+
+impl Writes for Tx<'_> {
+    fn take_ticket_number(&self) -> Result<u64> {
+        Tx::take_ticket_number(self)
+    }
+    fn put_ticket(&self, t: &Ticket) -> Result<()> {
+        Tx::put_ticket(self, t)
+    }
+    fn put_message(&self, ticket: u64, seq: u32, m: &MessageRecord) -> Result<()> {
+        Tx::put_message(self, ticket, seq, m)
+    }
+    fn put_apart(&self, m: &MessageRecord) -> Result<u64> {
+        Tx::put_apart(self, m)
+    }
+    fn index_thread_key(&self, message_id: &str, ticket: u64) -> Result<()> {
+        Tx::index_thread_key(self, message_id, ticket)
+    }
+    fn index_conversation(&self, key: &str, ticket: u64) -> Result<()> {
+        Tx::index_conversation(self, key, ticket)
+    }
+    fn put_stored_ids(&self, message_id: &str, ids: &StoredIds) -> Result<()> {
+        Tx::put_stored_ids(self, message_id, ids)
+    }
+    fn put_ack_times(&self, address: &str, times: &[Timestamp]) -> Result<()> {
+        Tx::put_ack_times(self, address, times)
+    }
+    fn learn_customer(&self, address: &str, customer: &str) -> Result<()> {
+        Tx::learn_customer(self, address, customer)
+    }
+    fn add_outbox(&self, e: OutboxEntry) -> Result<u64> {
+        Tx::add_outbox(self, e)
     }
 }

@@ -1,0 +1,202 @@
+//! The JSON shapes of SPEC §7 (`ticket list --json`, `ticket show --json`)
+//! and of `explain`, built from the store. Field names are the contract.
+
+use crate::config::Config;
+use crate::deliver;
+use crate::ingest::decide::token;
+use crate::ingest::Envelope;
+use crate::render::Templates;
+use crate::store::{Direction, MessageKind, Status, Store, Ticket, Timestamp};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketJson {
+    pub token: String,
+    pub number: u64,
+    pub status: Status,
+    pub subject: String,
+    pub description: String,
+    pub contact: String,
+    pub customer: Option<String>,
+    pub assignee: Option<String>,
+    pub reopened: bool,
+    pub notified: bool,
+    pub replies: u32,
+    pub last_direction: Direction,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub follow_up_of: Option<String>,
+    pub related: Vec<String>,
+    pub message_ids: Vec<String>,
+    pub delivery_failures: Vec<crate::store::DeliveryFailure>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageJson {
+    pub message_id: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub date: Option<String>,
+    pub kind: MessageKind,
+    pub excerpt: String,
+    pub rule: Option<String>,
+    pub received_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShowJson {
+    #[serde(flatten)]
+    pub ticket: TicketJson,
+    pub messages: Vec<MessageJson>,
+}
+
+pub fn ticket_json(t: &Ticket, cfg: &Config) -> TicketJson {
+    TicketJson {
+        token: token(cfg, t.number),
+        number: t.number,
+        status: t.status,
+        subject: t.subject.clone(),
+        description: t.description.clone(),
+        contact: t.contact.clone(),
+        customer: t.customer.clone(),
+        assignee: t.assignee.clone(),
+        reopened: t.reopened,
+        notified: t.notified,
+        replies: t.replies,
+        last_direction: t.last_direction,
+        started_at: t.started_at,
+        ended_at: t.ended_at,
+        follow_up_of: t.follow_up_of.map(|n| token(cfg, n)),
+        related: t.related.iter().map(|n| token(cfg, *n)).collect(),
+        message_ids: t.message_ids.clone(),
+        delivery_failures: t.delivery_failures.clone(),
+    }
+}
+
+pub fn ticket_list(
+    store: &Store,
+    cfg: &Config,
+    status: Option<&str>,
+    assignee: Option<&str>,
+) -> Result<Vec<TicketJson>, String> {
+    let want = match status {
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            format!("unknown status {s:?} (unassigned, active, waiting, snoozed, done, closed, deleted)")
+        })?),
+        None => None,
+    };
+    let tickets = store.tickets().map_err(|e| e.to_string())?;
+    Ok(tickets
+        .iter()
+        .filter(|t| want.is_none_or(|w| t.status == w))
+        .filter(|t| {
+            assignee.is_none_or(|a| {
+                t.assignee
+                    .as_deref()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(a) || x.split('@').next() == Some(a))
+            })
+        })
+        .map(|t| ticket_json(t, cfg))
+        .collect())
+}
+
+/// `SUP-12`, `[SUP-12]`, `sup-12` or `12` → 12.
+pub fn parse_token(s: &str, cfg: &Config) -> Option<u64> {
+    let s = s.trim().trim_start_matches('[').trim_end_matches(']');
+    let num = match s.split_once('-') {
+        Some((p, n)) if p.eq_ignore_ascii_case(&cfg.support.token_prefix) => n,
+        Some(_) => return None,
+        None => s,
+    };
+    num.trim().parse().ok()
+}
+
+pub fn ticket_show(store: &Store, cfg: &Config, tok: &str) -> Result<ShowJson, String> {
+    let n = parse_token(tok, cfg)
+        .ok_or_else(|| format!("{tok:?} is not a ticket token (e.g. {}-12)", cfg.support.token_prefix))?;
+    let t = store
+        .ticket(n)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no ticket {}", token(cfg, n)))?;
+    let mut messages: Vec<MessageJson> = store
+        .messages(n)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|m| MessageJson {
+            message_id: m.internal_id,
+            from: m.from,
+            to: m.to,
+            cc: m.cc,
+            date: m.date,
+            kind: m.kind,
+            excerpt: m.excerpt,
+            rule: Some(m.rule),
+            received_at: Some(m.received_at),
+        })
+        .collect();
+    // Generated mail of the ticket, from the outbox.
+    for e in store.outbox_all().map_err(|e| e.to_string())? {
+        if e.ticket == Some(n) {
+            messages.push(MessageJson {
+                message_id: e.message_id,
+                from: e.mail_from,
+                to: e.rcpt_to,
+                cc: Vec::new(),
+                date: Some(e.created_at.to_string()),
+                kind: MessageKind::Generated,
+                excerpt: format!("{} ({:?})", e.kind, e.state).to_lowercase(),
+                rule: None,
+                received_at: Some(e.created_at),
+            });
+        }
+    }
+    messages.sort_by_key(|m| m.received_at);
+    Ok(ShowJson {
+        ticket: ticket_json(&t, cfg),
+        messages,
+    })
+}
+
+/// `explain`'s report: what would happen to this mail, nothing written.
+pub fn explain(
+    store: Option<&Store>,
+    raw: &[u8],
+    env: &Envelope,
+    cfg: &Config,
+    tpl: &Templates,
+    now: Timestamp,
+) -> Result<serde_json::Value, String> {
+    let (p, d, mails) = deliver::explain(store, raw, env, cfg, tpl, now).map_err(|e| e.to_string())?;
+    let outbound: Vec<_> = mails
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "kind": m.kind,
+                "to": m.rcpt_to,
+                "message_id": m.message_id,
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "message_id": p.message_id,
+        "message_id_derived": p.message_id_derived,
+        "from": d.classification.sender,
+        "subject": p.subject,
+        "problems": p.problems,
+        "classification": d.classification,
+        "customer": d.customer,
+        "rule": d.thread.rule.as_str(),
+        "why": d.thread.why,
+        "related": d.thread.related.iter().map(|n| token(cfg, *n)).collect::<Vec<_>>(),
+        "ignored_tokens": d.thread.ignored_tokens,
+        "action": d.action.as_str(),
+        "ticket": d.ticket.as_ref().map(|t| token(cfg, t.number)).or_else(|| d.thread.ticket.map(|n| token(cfg, n))),
+        "status_before": d.status_before,
+        "status_after": d.ticket.as_ref().map(|t| t.status),
+        "kind": d.kind,
+        "outbound": outbound,
+        "no_ack_reason": d.no_ack_reason,
+        "warnings": d.warnings,
+    }))
+}
