@@ -310,10 +310,13 @@ impl Config {
         let cfg: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| Error::Invalid {
-                file: file.to_string(),
-                line: e.location().map(|l| l.line()).unwrap_or(0),
-                message: tidy_serde_message(&e.to_string()),
+            serde_yaml::from_str(text).map_err(|e| {
+                let line = e.location().map(|l| l.line()).unwrap_or(0);
+                Error::Invalid {
+                    file: file.to_string(),
+                    line,
+                    message: name_the_key(&tidy_serde_message(&e.to_string()), text, line),
+                }
             })?
         };
         cfg.validate(text, file)?;
@@ -491,6 +494,23 @@ fn tidy_serde_message(m: &str) -> String {
     }
 }
 
+/// serde_yaml names the enclosing section ("policy: …") for a bad value;
+/// the operator wants the key itself ("policy.reopen_within: …"), which is
+/// the key on the reported line.
+fn name_the_key(message: &str, text: &str, line: usize) -> String {
+    let Some(src) = line.checked_sub(1).and_then(|i| text.lines().nth(i)) else {
+        return message.to_string();
+    };
+    let key = src.trim_start().trim_start_matches("- ").split(':').next().unwrap_or("").trim();
+    if key.is_empty() || message.contains(key) {
+        return message.to_string();
+    }
+    match message.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => format!("{path}.{key}: {rest}"),
+        _ => format!("{key}: {message}"),
+    }
+}
+
 /// Finds the line of a dotted key (`policy.reopen_within`) in YAML text by
 /// walking indentation, for errors found after deserializing.
 pub fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
@@ -560,6 +580,7 @@ outbound:
         let e = Config::parse(text, "c.yaml").unwrap_err().to_string();
         assert!(e.starts_with("c.yaml:4:"), "{e}");
         assert!(e.contains("not a duration"), "{e}");
+        assert!(e.contains("policy.reopen_within"), "{e}");
     }
 
     #[test]

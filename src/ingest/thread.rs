@@ -134,14 +134,28 @@ pub fn is_forward(subject: &str) -> bool {
     false
 }
 
+/// `SUP-12`, `sup - 12`: any prefix, a dash, digits. List tags such as
+/// `[USRP-users]` or `[EXTERNAL]` are not.
+fn looks_like_token(inner: &str) -> bool {
+    match inner.split_once('-') {
+        Some((p, n)) => {
+            let (p, n) = (p.trim(), n.trim());
+            !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_alphanumeric())
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
 /// Drops leading `[EXTERNAL]`-style tags (not ticket tokens) and spaces.
 fn strip_tags(mut s: &str) -> &str {
     loop {
         let t = s.trim_start();
         if let Some(rest) = t.strip_prefix('[') {
             if let Some(end) = rest.find(']') {
-                let inner = &rest[..end];
-                if !inner.contains('-') || inner.chars().any(|c| c.is_whitespace()) {
+                if !looks_like_token(&rest[..end]) {
                     s = &rest[end + 1..];
                     continue;
                 }
@@ -371,6 +385,7 @@ mod tests {
         assert_eq!(clean_subject("[EXTERNAL] RE: Re[2]: x", "SUP"), "x");
         assert_eq!(clean_subject("Invoice: March", "SUP"), "Invoice: March");
         assert_eq!(clean_subject("回复: 你好", "SUP"), "你好");
+        assert_eq!(clean_subject("Re: [USRP-users] Re: E320 clock", "SUP"), "E320 clock");
         assert_eq!(clean_subject("", "SUP"), "");
     }
 
