@@ -1,15 +1,118 @@
-//! (being wired: waits for lmtp::listener and outbox::sender)
-use crate::config::Config;
-use crate::shutdown::Shutdown;
+//! Starts everything `serve` runs and owns its shutdown: the store and its
+//! committer, the LMTP listeners, the outbox sender and the control socket.
+//!
+//! Order on shutdown: listeners stop accepting and sessions drain (a commit
+//! in progress finishes and is answered), then the sender and the control
+//! socket stop, then the store takes no more jobs.
 
+use crate::config::Config;
+use crate::deliver::Deliverer;
+use crate::lmtp::{listener, session};
+use crate::outbox::{sender, transport};
+use crate::render::Templates;
+use crate::shutdown::{self, Shutdown};
+use crate::store::Store;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("listener {spec}: {why}")]
+    Listen { spec: String, why: String },
+    #[error(transparent)]
+    Templates(#[from] crate::render::Error),
+    #[error("outbound.relay: {0}")]
+    Transport(String),
+    #[error(transparent)]
+    Control(#[from] crate::control::Error),
+}
+
+/// Handles the caller can use while the daemon runs (tests, signal loop).
 pub struct Running {
+    pub deliverer: Arc<Deliverer>,
     pub lmtp_addrs: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("not wired yet")]
-pub struct Error;
+/// Runs the daemon until `shutdown` fires. `on_ready` is called once every
+/// listener is bound (readiness for systemd and tests).
+pub async fn run(
+    cfg: Config,
+    shutdown: Shutdown,
+    on_ready: impl FnOnce(&Running),
+) -> Result<(), Error> {
+    let cfg = Arc::new(cfg);
+    let templates = Arc::new(Templates::load(cfg.templates_dir.as_deref())?);
+    let store = Store::open(&cfg.data_dir)?;
+    let transport = transport::from_config(&cfg.outbound).map_err(Error::Transport)?;
 
-pub async fn run(_cfg: Config, _s: Shutdown, _r: impl FnOnce(&Running)) -> Result<(), Error> {
-    Err(Error)
+    let mut bound = Vec::new();
+    let mut lmtp_addrs = Vec::new();
+    for spec in &cfg.listen.lmtp {
+        let b = listener::bind(spec, &cfg.listen)
+            .await
+            .map_err(|e| Error::Listen {
+                spec: spec.clone(),
+                why: e.to_string(),
+            })?;
+        lmtp_addrs.push(b.local_addr_string());
+        bound.push(b);
+    }
+    let control_path = cfg.control_path();
+    let control = crate::control::bind(&control_path)?;
+
+    let wake = Arc::new(Notify::new());
+    let deliverer = Arc::new(Deliverer::new(
+        cfg.clone(),
+        templates,
+        store.clone(),
+        wake.clone(),
+    ));
+    let (inner_trigger, inner) = shutdown::channel();
+
+    let sender_task = tokio::spawn(sender::run(
+        store.clone(),
+        transport,
+        sender::Settings::from_config(&cfg),
+        wake.clone(),
+        inner.clone(),
+    ));
+    let d2 = deliverer.clone();
+    let control_task = tokio::spawn(crate::control::serve(
+        control,
+        control_path,
+        store.clone(),
+        Arc::new(move || d2.current()),
+        inner.clone(),
+    ));
+
+    let running = Running {
+        deliverer: deliverer.clone(),
+        lmtp_addrs: lmtp_addrs.clone(),
+    };
+    tracing::info!(
+        lmtp = %lmtp_addrs.join(","),
+        data_dir = %cfg.data_dir.display(),
+        relay = %cfg.outbound.relay,
+        version = env!("CARGO_PKG_VERSION"),
+        "postdesk ready"
+    );
+    on_ready(&running);
+
+    let settings = Arc::new(session::Settings::from_config(&cfg));
+    let handler: Arc<dyn crate::lmtp::Handler> = deliverer;
+    listener::serve(bound, settings, handler, shutdown).await;
+
+    tracing::info!("listeners drained; stopping sender and control socket");
+    inner_trigger.fire();
+    let _ = sender_task.await;
+    let _ = control_task.await;
+    store.close();
+    tracing::info!(
+        batches = store.stats().batches,
+        jobs = store.stats().jobs,
+        "postdesk stopped"
+    );
+    Ok(())
 }

@@ -30,7 +30,12 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn new(cfg: Arc<Config>, templates: Arc<Templates>, store: Store, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        cfg: Arc<Config>,
+        templates: Arc<Templates>,
+        store: Store,
+        wake: Arc<Notify>,
+    ) -> Self {
         Deliverer {
             state: RwLock::new((cfg, templates)),
             store,
@@ -57,13 +62,22 @@ impl Deliverer {
         let parsed = Arc::new(parse(&raw));
         let span = tracing::info_span!(
             "message",
-            queue_id = parsed.queue_id.as_deref().unwrap_or("-"),
+            queue_id = %parsed.queue_id.as_deref().unwrap_or("-"),
             message_id = %parsed.message_id
         );
         async move {
             let (cfg, tpl) = self.current();
             let now = Timestamp::now();
-            let res = commit_delivery(&self.store, Arc::new(raw), parsed.clone(), env, cfg.clone(), tpl, now).await;
+            let res = commit_delivery(
+                &self.store,
+                Arc::new(raw),
+                parsed.clone(),
+                env,
+                cfg.clone(),
+                tpl,
+                now,
+            )
+            .await;
             let ms = started.elapsed().as_millis();
             match res {
                 Ok(d) => {
@@ -241,14 +255,13 @@ pub fn log_delivered(p: &Parsed, d: &Decision, cfg: &Config, ms: u128) {
         d.classification.sender.as_str()
     };
     tracing::info!(
-        queue_id = p.queue_id.as_deref().unwrap_or("-"),
+        queue_id = %p.queue_id.as_deref().unwrap_or("-"),
         message_id = %format_args!("<{}>", p.message_id),
-        from,
+        from = %from,
         ticket = %ticket,
-        rule = d.thread.rule.as_str(),
-        action = d.action.as_str(),
+        rule = %d.thread.rule.as_str(),
+        action = %d.action.as_str(),
         status = %status,
-        kind = ?d.classification.kind,
         ms = ms as u64,
         "delivered"
     );

@@ -105,6 +105,7 @@ pub fn init_logging(cfg: &Config, default_level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = match cfg.log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -127,7 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Serve => {
             let cfg = load_config(config_path.as_deref())?;
             init_logging(&cfg, &cfg.log.level);
-            serve(cfg)
+            serve(cfg, config_path)
         }
         Cmd::Ticket { cmd } => {
             let cfg = load_config(config_path.as_deref())?;
@@ -142,7 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
+fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -154,9 +155,53 @@ fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
             tracing::info!("signal received: stopping (in-flight deliveries finish)");
             trigger.fire();
         });
-        crate::daemon::run(cfg, shutdown, |_| {}).await
+        crate::daemon::run(cfg, shutdown, move |running| {
+            let deliverer = running.deliverer.clone();
+            tokio::spawn(reload_on_hangup(deliverer, config_path));
+        })
+        .await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP re-reads the config file and templates between messages. A bad
+/// file is reported and the running config kept; listeners and the data
+/// directory are bound at start and need a restart to change.
+async fn reload_on_hangup(
+    deliverer: std::sync::Arc<crate::deliver::Deliverer>,
+    path: Option<PathBuf>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: reload needs a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let Some(p) = path.as_deref() else {
+            tracing::info!("SIGHUP: running on the built-in config, nothing to reload");
+            continue;
+        };
+        let loaded = Config::load(p).map_err(|e| e.to_string()).and_then(|c| {
+            Templates::load(c.templates_dir.as_deref())
+                .map(|t| (c, t))
+                .map_err(|e| e.to_string())
+        });
+        match loaded {
+            Ok((cfg, tpl)) => {
+                let (old, _) = deliverer.current();
+                if old.listen != cfg.listen || old.data_dir != cfg.data_dir {
+                    tracing::warn!(
+                        "SIGHUP: listen.* and data_dir changes take effect at the next restart"
+                    );
+                }
+                deliverer.replace(std::sync::Arc::new(cfg), std::sync::Arc::new(tpl));
+                tracing::info!(config = %p.display(), "SIGHUP: config and templates reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP: reload failed, keeping the running config")
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {
@@ -193,9 +238,13 @@ fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
             Request::Explain { raw, envelope } => {
                 use base64::Engine;
                 let raw = base64::engine::general_purpose::STANDARD.decode(raw)?;
-                views::explain(None, &raw, &envelope, cfg, &tpl, Timestamp::now()).map_err(|e| anyhow!(e))
+                views::explain(None, &raw, &envelope, cfg, &tpl, Timestamp::now())
+                    .map_err(|e| anyhow!(e))
             }
-            Request::TicketShow { token } => bail!("no ticket {token}: the data directory {} holds no store", cfg.data_dir.display()),
+            Request::TicketShow { token } => bail!(
+                "no ticket {token}: the data directory {} holds no store",
+                cfg.data_dir.display()
+            ),
             Request::Ping => bail!("no daemon is running"),
         };
     }
@@ -255,7 +304,11 @@ fn print_list(v: &serde_json::Value) {
         "TOKEN", "STATUS", "ASSIGNEE", "RE", "DIR", "CONTACT", "SUBJECT"
     );
     for t in rows {
-        let dir = if s(t, "last_direction") == "in" { "in" } else { "out" };
+        let dir = if s(t, "last_direction") == "in" {
+            "in"
+        } else {
+            "out"
+        };
         let reopened = if t.get("reopened").and_then(|x| x.as_bool()) == Some(true) {
             " REOPENED"
         } else {
@@ -308,7 +361,12 @@ fn print_show(v: &serde_json::Value) {
     }
 }
 
-fn explain(cfg: &Config, from: Option<String>, to: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+fn explain(
+    cfg: &Config,
+    from: Option<String>,
+    to: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut raw = Vec::new();
     std::io::stdin()
         .read_to_end(&mut raw)
@@ -339,9 +397,17 @@ fn explain(cfg: &Config, from: Option<String>, to: Option<String>, json: bool) -
     println!("subject:        {}", s(&v, "subject"));
     println!(
         "classification: {} {}{}",
-        if c["staff"].as_bool() == Some(true) { "staff" } else { "outside" },
+        if c["staff"].as_bool() == Some(true) {
+            "staff"
+        } else {
+            "outside"
+        },
         s(c, "kind"),
-        if c["bulk"].as_bool() == Some(true) { " bulk" } else { "" }
+        if c["bulk"].as_bool() == Some(true) {
+            " bulk"
+        } else {
+            ""
+        }
     );
     if let Some(r) = c["reasons"].as_array().filter(|r| !r.is_empty()) {
         let r: Vec<&str> = r.iter().filter_map(|x| x.as_str()).collect();

@@ -501,7 +501,13 @@ fn name_the_key(message: &str, text: &str, line: usize) -> String {
     let Some(src) = line.checked_sub(1).and_then(|i| text.lines().nth(i)) else {
         return message.to_string();
     };
-    let key = src.trim_start().trim_start_matches("- ").split(':').next().unwrap_or("").trim();
+    let key = src
+        .trim_start()
+        .trim_start_matches("- ")
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .trim();
     if key.is_empty() || message.contains(key) {
         return message.to_string();
     }

@@ -98,7 +98,13 @@ pub fn bind(path: &Path) -> Result<UnixListener, Error> {
 pub type Shared = Arc<dyn Fn() -> (Arc<Config>, Arc<Templates>) + Send + Sync>;
 
 /// Serves requests until shutdown; each connection on its own task.
-pub async fn serve(listener: UnixListener, path: PathBuf, store: Store, current: Shared, mut shutdown: Shutdown) {
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    store: Store,
+    current: Shared,
+    mut shutdown: Shutdown,
+) {
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
@@ -172,7 +178,9 @@ pub fn call(path: &Path, req: &Request) -> Result<Option<Response>, Error> {
     line.push(b'\n');
     s.write_all(&line).map_err(io)?;
     let mut resp = String::new();
-    std::io::BufReader::new(s).read_line(&mut resp).map_err(io)?;
+    std::io::BufReader::new(s)
+        .read_line(&mut resp)
+        .map_err(io)?;
     serde_json::from_str(&resp)
         .map(Some)
         .map_err(|e| Error::Protocol(e.to_string()))

@@ -113,8 +113,12 @@ pub fn parse_token(s: &str, cfg: &Config) -> Option<u64> {
 }
 
 pub fn ticket_show(store: &Store, cfg: &Config, tok: &str) -> Result<ShowJson, String> {
-    let n = parse_token(tok, cfg)
-        .ok_or_else(|| format!("{tok:?} is not a ticket token (e.g. {}-12)", cfg.support.token_prefix))?;
+    let n = parse_token(tok, cfg).ok_or_else(|| {
+        format!(
+            "{tok:?} is not a ticket token (e.g. {}-12)",
+            cfg.support.token_prefix
+        )
+    })?;
     let t = store
         .ticket(n)
         .map_err(|e| e.to_string())?
@@ -167,7 +171,8 @@ pub fn explain(
     tpl: &Templates,
     now: Timestamp,
 ) -> Result<serde_json::Value, String> {
-    let (p, d, mails) = deliver::explain(store, raw, env, cfg, tpl, now).map_err(|e| e.to_string())?;
+    let (p, d, mails) =
+        deliver::explain(store, raw, env, cfg, tpl, now).map_err(|e| e.to_string())?;
     let outbound: Vec<_> = mails
         .iter()
         .map(|m| {

@@ -11,9 +11,7 @@ use super::quote::own_text;
 use super::thread::{clean_subject, conversation_key, thread, Rule, ThreadMatch};
 use super::{Envelope, Parsed};
 use crate::config::{Config, Distribute};
-use crate::store::{
-    Direction, MessageKind, Result, Status, StoredIds, Ticket, Timestamp, View,
-};
+use crate::store::{Direction, MessageKind, Result, Status, StoredIds, Ticket, Timestamp, View};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -141,7 +139,11 @@ pub fn decide(
     // other content is another message, kept under a derived id.
     let mut stored_ids = view.stored_ids(&p.message_id)?.unwrap_or_default();
     let mut internal_id = p.message_id.clone();
-    if let Some((_, id)) = stored_ids.variants.iter().find(|(h, _)| *h == p.content_hash) {
+    if let Some((_, id)) = stored_ids
+        .variants
+        .iter()
+        .find(|(h, _)| *h == p.content_hash)
+    {
         let id = id.clone();
         return Ok(Decision {
             thread: ThreadMatch {
@@ -262,7 +264,11 @@ fn follow_up(
         Some(t) if !auto && class_is_outside(class) && too_late(&t, cfg, now) => {
             match t.followed_by.map(|f| view.ticket(f)).transpose()?.flatten() {
                 Some(f) if f.status.is_open() => {
-                    d.thread.why = format!("{} → its open follow-up {}", d.thread.why, token(cfg, f.number));
+                    d.thread.why = format!(
+                        "{} → its open follow-up {}",
+                        d.thread.why,
+                        token(cfg, f.number)
+                    );
                     Some(f)
                 }
                 _ => Some(t),
@@ -321,7 +327,11 @@ fn follow_up(
             let old = t.number;
             return new_ticket(p, class, cfg, view, now, d, own, Some(t)).map(|mut d| {
                 d.action = Action::FollowUp;
-                d.thread.why = format!("{} (done too long ago: follow-up of {})", d.thread.why, token(cfg, old));
+                d.thread.why = format!(
+                    "{} (done too long ago: follow-up of {})",
+                    d.thread.why,
+                    token(cfg, old)
+                );
                 d
             });
         }
@@ -390,12 +400,11 @@ fn new_ticket(
     let staff_started = class.staff && outside_rcpt.is_some();
     let (contact, contact_name) = if staff_started {
         let c = outside_rcpt.unwrap_or_default();
-        let name = p
-            .to
-            .iter()
-            .chain(p.cc.iter())
-            .find(|a| a.email == c)
-            .and_then(|a| a.name.clone());
+        let name =
+            p.to.iter()
+                .chain(p.cc.iter())
+                .find(|a| a.email == c)
+                .and_then(|a| a.name.clone());
         (c, name)
     } else {
         (

@@ -85,7 +85,12 @@ impl M {
 /// Decides and applies like `deliver` does, on the in-memory store.
 fn deliver(s: &MemStore, cfg: &Config, m: &M, now: Timestamp) -> Decision {
     let env = Envelope {
-        mail_from: m.0.from.as_ref().map(|a| a.email.clone()).unwrap_or_default(),
+        mail_from: m
+            .0
+            .from
+            .as_ref()
+            .map(|a| a.email.clone())
+            .unwrap_or_default(),
         rcpt_to: vec!["support@example.com".into()],
     };
     let d = decide(&m.0, &env, cfg, s, now).unwrap();
@@ -117,7 +122,12 @@ fn t(s: &MemStore, n: u64) -> Ticket {
 #[test]
 fn new_mail_opens_a_ticket_with_ack_and_copies() {
     let (s, c) = (MemStore::new(), cfg());
-    let d = deliver(&s, &c, &M::new("a1@cust.test", "mari@cust.test", "Printer broken"), at(0));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("a1@cust.test", "mari@cust.test", "Printer broken"),
+        at(0),
+    );
     assert_eq!(d.action, Action::New);
     assert_eq!(kinds(&d), vec!["ack", "copy"]);
     let tk = t(&s, 1);
@@ -143,12 +153,30 @@ fn new_mail_opens_a_ticket_with_ack_and_copies() {
 fn replies_join_by_in_reply_to_references_and_reverse() {
     let (s, c) = (MemStore::new(), cfg());
     deliver(&s, &c, &M::new("r1@x.test", "a@x.test", "Q"), at(0));
-    let d = deliver(&s, &c, &M::new("r2@x.test", "a@x.test", "Re: Q").reply_to("r1@x.test"), at(1));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("r2@x.test", "a@x.test", "Re: Q").reply_to("r1@x.test"),
+        at(1),
+    );
     assert_eq!((d.action, d.thread.rule), (Action::Append, Rule::InReplyTo));
-    let d = deliver(&s, &c, &M::new("r3@x.test", "b@x.test", "Re: Q").refs(&["r1@x.test", "r2@x.test"]), at(2));
-    assert_eq!((d.action, d.thread.rule), (Action::Append, Rule::References));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("r3@x.test", "b@x.test", "Re: Q").refs(&["r1@x.test", "r2@x.test"]),
+        at(2),
+    );
+    assert_eq!(
+        (d.action, d.thread.rule),
+        (Action::Append, Rule::References)
+    );
     // A reply to a mail postdesk never saw, referenced by a ticket message.
-    deliver(&s, &c, &M::new("r4@x.test", "a@x.test", "Re: Q").refs(&["r3@x.test", "unseen@x.test"]), at(3));
+    deliver(
+        &s,
+        &c,
+        &M::new("r4@x.test", "a@x.test", "Re: Q").refs(&["r3@x.test", "unseen@x.test"]),
+        at(3),
+    );
     let d = deliver(&s, &c, &M::new("unseen@x.test", "c@x.test", "Q"), at(4));
     assert_eq!(d.thread.rule, Rule::ReverseReference);
     assert_eq!(s.tickets().len(), 1);
@@ -161,38 +189,91 @@ fn thread_index_joins_but_not_a_forward() {
     let root = [9u8; 22];
     let mut child = root.to_vec();
     child.extend_from_slice(&[1, 2, 3, 4, 5]);
-    deliver(&s, &c, &M::new("o1@x.test", "a@x.test", "Outlook").thread_index(&root), at(0));
-    let d = deliver(&s, &c, &M::new("o2@x.test", "a@x.test", "RE: Outlook").thread_index(&child), at(1));
-    assert_eq!((d.action, d.thread.rule), (Action::Append, Rule::ThreadIndex));
-    let d = deliver(&s, &c, &M::new("o3@x.test", "a@x.test", "FW: Outlook").thread_index(&child), at(2));
+    deliver(
+        &s,
+        &c,
+        &M::new("o1@x.test", "a@x.test", "Outlook").thread_index(&root),
+        at(0),
+    );
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("o2@x.test", "a@x.test", "RE: Outlook").thread_index(&child),
+        at(1),
+    );
+    assert_eq!(
+        (d.action, d.thread.rule),
+        (Action::Append, Rule::ThreadIndex)
+    );
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("o3@x.test", "a@x.test", "FW: Outlook").thread_index(&child),
+        at(2),
+    );
     assert_eq!(d.action, Action::New);
 }
 
 #[test]
 fn token_counts_only_for_participants() {
     let (s, c) = (MemStore::new(), cfg());
-    deliver(&s, &c, &M::new("k1@x.test", "mari@x.test", "Help").cc(&["jaan@x.test"]), at(0));
-    let d = deliver(&s, &c, &M::new("k2@x.test", "jaan@x.test", "Re: Help [SUP-1]"), at(1));
+    deliver(
+        &s,
+        &c,
+        &M::new("k1@x.test", "mari@x.test", "Help").cc(&["jaan@x.test"]),
+        at(0),
+    );
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("k2@x.test", "jaan@x.test", "Re: Help [SUP-1]"),
+        at(1),
+    );
     assert_eq!((d.action, d.thread.rule), (Action::Append, Rule::Token));
     // A stranger quoting the token gets their own ticket, and nothing of
     // ticket 1 is sent to them.
-    let d = deliver(&s, &c, &M::new("k3@evil.test", "eve@evil.test", "Re: Help [SUP-1]"), at(2));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("k3@evil.test", "eve@evil.test", "Re: Help [SUP-1]"),
+        at(2),
+    );
     assert_eq!(d.action, Action::New);
     assert_eq!(d.ticket.as_ref().unwrap().number, 2);
     assert_eq!(d.thread.ignored_tokens.len(), 1);
     // Staff may always use a token.
-    let d = deliver(&s, &c, &M::new("k4@example.com", "bob@example.com", "[SUP-1]").to(&["support@example.com"]), at(3));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("k4@example.com", "bob@example.com", "[SUP-1]").to(&["support@example.com"]),
+        at(3),
+    );
     assert_eq!((d.action, d.thread.rule), (Action::Note, Rule::Token));
     // A colleague at the contact's own company domain may, too.
-    let d = deliver(&s, &c, &M::new("k5@x.test", "boss@x.test", "[SUP-1] more"), at(4));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("k5@x.test", "boss@x.test", "[SUP-1] more"),
+        at(4),
+    );
     assert_eq!(d.thread.ticket, Some(1));
 }
 
 #[test]
 fn public_provider_domain_is_not_a_participant_domain() {
     let (s, c) = (MemStore::new(), cfg());
-    deliver(&s, &c, &M::new("g1@mail.gmail.com", "mari@gmail.com", "Help"), at(0));
-    let d = deliver(&s, &c, &M::new("g2@mail.gmail.com", "other@gmail.com", "Re: Help [SUP-1]"), at(1));
+    deliver(
+        &s,
+        &c,
+        &M::new("g1@mail.gmail.com", "mari@gmail.com", "Help"),
+        at(0),
+    );
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("g2@mail.gmail.com", "other@gmail.com", "Re: Help [SUP-1]"),
+        at(1),
+    );
     assert_eq!(d.action, Action::New);
 }
 
@@ -207,7 +288,12 @@ fn duplicate_changes_nothing_and_reused_id_is_kept_apart() {
     let after = s.data.borrow().clone();
     assert_eq!(before.tickets, after.tickets);
     assert_eq!(before.outbox.len(), after.outbox.len());
-    let d = deliver(&s, &c, &M::new("d1@x.test", "a@x.test", "Other").hash("different"), at(2));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("d1@x.test", "a@x.test", "Other").hash("different"),
+        at(2),
+    );
     assert_ne!(d.action, Action::Duplicate);
     assert!(d.internal_id.starts_with("d1@x.test#"), "{}", d.internal_id);
     assert_eq!(d.warnings.len(), 1);
@@ -221,17 +307,30 @@ fn done_ticket_reopens_within_window_and_follows_up_after() {
     tk.status = Status::Done;
     tk.ended_at = Some(at(100));
     s.put_ticket(&tk).unwrap();
-    let d = deliver(&s, &c, &M::new("f2@x.test", "a@x.test", "Re: Old").reply_to("f1@x.test"), at(200));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("f2@x.test", "a@x.test", "Re: Old").reply_to("f1@x.test"),
+        at(200),
+    );
     assert_eq!(d.action, Action::Reopen);
     let tk = t(&s, 1);
-    assert_eq!((tk.status, tk.reopened, tk.ended_at), (Status::Active, true, None));
+    assert_eq!(
+        (tk.status, tk.reopened, tk.ended_at),
+        (Status::Active, true, None)
+    );
 
     let mut tk = t(&s, 1);
     tk.status = Status::Done;
     tk.ended_at = Some(at(300));
     s.put_ticket(&tk).unwrap();
     let day = 86_400;
-    let d = deliver(&s, &c, &M::new("f3@x.test", "a@x.test", "Re: Old").reply_to("f2@x.test"), at(300 + 15 * day));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("f3@x.test", "a@x.test", "Re: Old").reply_to("f2@x.test"),
+        at(300 + 15 * day),
+    );
     assert_eq!(d.action, Action::FollowUp);
     assert_eq!(kinds(&d), vec!["ack", "copy"]);
     let f = t(&s, 2);
@@ -239,8 +338,16 @@ fn done_ticket_reopens_within_window_and_follows_up_after() {
     assert_eq!(t(&s, 1).status, Status::Done);
     assert_eq!(t(&s, 1).followed_by, Some(2));
     // Later mail that still points at the old thread joins the follow-up.
-    let d = deliver(&s, &c, &M::new("f4@x.test", "a@x.test", "Re: Old").reply_to("f1@x.test"), at(301 + 15 * day));
-    assert_eq!((d.action, d.ticket.as_ref().unwrap().number), (Action::Append, 2));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("f4@x.test", "a@x.test", "Re: Old").reply_to("f1@x.test"),
+        at(301 + 15 * day),
+    );
+    assert_eq!(
+        (d.action, d.ticket.as_ref().unwrap().number),
+        (Action::Append, 2)
+    );
 }
 
 #[test]
@@ -252,7 +359,12 @@ fn waiting_or_snoozed_wakes_on_customer_mail() {
         tk.status = st;
         s.put_ticket(&tk).unwrap();
         let id = format!("w-{st}@x.test");
-        let d = deliver(&s, &c, &M::new(&id, "a@x.test", "Re: W").reply_to("w1@x.test"), at(1));
+        let d = deliver(
+            &s,
+            &c,
+            &M::new(&id, "a@x.test", "Re: W").reply_to("w1@x.test"),
+            at(1),
+        );
         assert_eq!(d.action, Action::Wake);
         assert_eq!(t(&s, 1).status, Status::Active);
     }
@@ -272,11 +384,23 @@ fn staff_reply_all_assigns_and_staff_without_contact_is_a_note() {
         at(1),
     );
     assert_eq!(d.action, Action::Assign);
-    assert_eq!(kinds(&d), vec!["copy"], "no ack, no notices: only bob's copy");
+    assert_eq!(
+        kinds(&d),
+        vec!["copy"],
+        "no ack, no notices: only bob's copy"
+    );
     let tk = t(&s, 1);
-    assert_eq!((tk.status, tk.assignee.as_deref()), (Status::Active, Some("alice@example.com")));
+    assert_eq!(
+        (tk.status, tk.assignee.as_deref()),
+        (Status::Active, Some("alice@example.com"))
+    );
     assert_eq!(tk.last_direction, Direction::Out);
-    let d = deliver(&s, &c, &M::new("s3@example.com", "bob@example.com", "Re: Help [SUP-1]").reply_to("s2@example.com"), at(2));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("s3@example.com", "bob@example.com", "Re: Help [SUP-1]").reply_to("s2@example.com"),
+        at(2),
+    );
     assert_eq!((d.action, d.kind), (Action::Note, MessageKind::Note));
     assert_eq!(t(&s, 1).replies, 1, "a note is not a reply");
     match &d.intents[..] {
@@ -308,7 +432,12 @@ fn staff_started_thread_is_theirs_with_the_customer_as_contact() {
 #[test]
 fn auto_replies_and_bounces_never_open_tickets() {
     let (s, c) = (MemStore::new(), cfg());
-    let d = deliver(&s, &c, &M::new("v1@x.test", "a@x.test", "Out of office").auto(), at(0));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("v1@x.test", "a@x.test", "Out of office").auto(),
+        at(0),
+    );
     assert_eq!((d.action, d.kind), (Action::Apart, MessageKind::AutoReply));
     assert!(d.intents.is_empty());
     assert!(s.tickets().is_empty());
@@ -316,10 +445,20 @@ fn auto_replies_and_bounces_never_open_tickets() {
     deliver(&s, &c, &M::new("v2@x.test", "a@x.test", "Q"), at(1));
     let ack_id = s.outbox()[0].message_id.clone();
     let before = t(&s, 1);
-    let d = deliver(&s, &c, &M::new("v3@x.test", "a@x.test", "Auto: Q").auto().returned(&ack_id), at(2));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("v3@x.test", "a@x.test", "Auto: Q")
+            .auto()
+            .returned(&ack_id),
+        at(2),
+    );
     assert_eq!((d.action, d.thread.rule), (Action::Attach, Rule::Returned));
     let after = t(&s, 1);
-    assert_eq!((after.status, after.replies), (before.status, before.replies));
+    assert_eq!(
+        (after.status, after.replies),
+        (before.status, before.replies)
+    );
     assert_eq!(after.message_ids.len(), 2);
 }
 
@@ -328,11 +467,21 @@ fn ack_rate_limit_per_sender_per_hour() {
     let (s, c) = (MemStore::new(), cfg());
     let mut acks = 0;
     for i in 0..5 {
-        let d = deliver(&s, &c, &M::new(&format!("rl{i}@x.test"), "loud@x.test", &format!("n{i}")), at(i));
+        let d = deliver(
+            &s,
+            &c,
+            &M::new(&format!("rl{i}@x.test"), "loud@x.test", &format!("n{i}")),
+            at(i),
+        );
         acks += kinds(&d).iter().filter(|k| **k == "ack").count();
     }
     assert_eq!(acks, 3);
-    let d = deliver(&s, &c, &M::new("rl9@x.test", "loud@x.test", "later"), at(3700));
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("rl9@x.test", "loud@x.test", "later"),
+        at(3700),
+    );
     assert_eq!(kinds(&d), vec!["ack", "copy"]);
 }
 
@@ -342,7 +491,12 @@ fn decide_is_deterministic() {
     let run = || {
         let s = MemStore::new();
         deliver(&s, &c, &M::new("z1@x.test", "a@x.test", "Z"), at(0));
-        let d = deliver(&s, &c, &M::new("z2@x.test", "a@x.test", "Re: Z").reply_to("z1@x.test"), at(1));
+        let d = deliver(
+            &s,
+            &c,
+            &M::new("z2@x.test", "a@x.test", "Re: Z").reply_to("z1@x.test"),
+            at(1),
+        );
         (format!("{d:?}"), s.outbox())
     };
     assert_eq!(run(), run());

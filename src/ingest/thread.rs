@@ -88,13 +88,30 @@ pub fn conversation_key(thread_index: &[u8]) -> Option<String> {
     if thread_index.len() < 22 {
         return None;
     }
-    Some(thread_index[..22].iter().map(|b| format!("{b:02x}")).collect())
+    Some(
+        thread_index[..22]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
 }
 
 /// Forward prefixes in the languages our desks meet; Outlook keeps the
 /// conversation when forwarding, so Thread-Index must not join a forward.
 const FORWARD_PREFIXES: &[&str] = &[
-    "fwd", "fw", "wg", "tr", "vs", "vb", "pd", "rv", "enc", "i", "doorst", "ed", "přeposlat",
+    "fwd",
+    "fw",
+    "wg",
+    "tr",
+    "vs",
+    "vb",
+    "pd",
+    "rv",
+    "enc",
+    "i",
+    "doorst",
+    "ed",
+    "přeposlat",
 ];
 
 const REPLY_PREFIXES: &[&str] = &[
@@ -107,11 +124,7 @@ fn split_prefix(s: &str) -> Option<(&str, &str)> {
     let colon = s.find([':', '：'])?;
     let word = s[..colon].trim();
     // "Re[2]" / "RE(3)" counters
-    let word = word
-        .split(['[', '('])
-        .next()
-        .unwrap_or(word)
-        .trim();
+    let word = word.split(['[', '(']).next().unwrap_or(word).trim();
     if word.is_empty() || word.chars().count() > 10 || word.contains(' ') {
         return None;
     }
@@ -193,7 +206,9 @@ fn remove_tokens(s: &str, prefix: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(open) = rest.find('[') {
-        let Some(close) = rest[open..].find(']') else { break };
+        let Some(close) = rest[open..].find(']') else {
+            break;
+        };
         let inner = &rest[open..open + close + 1];
         if tokens(inner, prefix).is_empty() {
             out.push_str(&rest[..open + close + 1]);
@@ -208,14 +223,63 @@ fn remove_tokens(s: &str, prefix: &str) -> String {
 
 /// Public mail providers, never matched by domain (SPEC §3.6).
 pub const PUBLIC_PROVIDERS: &[&str] = &[
-    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "msn.com",
-    "yahoo.com", "ymail.com", "aol.com", "icloud.com", "me.com", "mac.com", "gmx.com", "gmx.de",
-    "gmx.net", "web.de", "mail.ru", "yandex.ru", "yandex.com", "proton.me", "protonmail.com",
-    "zoho.com", "mail.com", "mail.ee", "hot.ee", "neti.ee", "online.ee", "suomi24.fi", "luukku.com",
-    "seznam.cz", "email.cz", "centrum.cz", "post.cz", "wp.pl", "o2.pl", "onet.pl", "interia.pl",
-    "tlen.pl", "op.pl", "gazeta.pl", "qq.com", "163.com", "126.com", "t-online.de", "freenet.de",
-    "libero.it", "orange.fr", "free.fr", "laposte.net", "yahoo.co.uk", "hotmail.co.uk",
-    "outlook.de", "hotmail.de", "fastmail.com", "tutanota.com", "inbox.lv", "inbox.lt",
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "ymail.com",
+    "aol.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "gmx.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "mail.ru",
+    "yandex.ru",
+    "yandex.com",
+    "proton.me",
+    "protonmail.com",
+    "zoho.com",
+    "mail.com",
+    "mail.ee",
+    "hot.ee",
+    "neti.ee",
+    "online.ee",
+    "suomi24.fi",
+    "luukku.com",
+    "seznam.cz",
+    "email.cz",
+    "centrum.cz",
+    "post.cz",
+    "wp.pl",
+    "o2.pl",
+    "onet.pl",
+    "interia.pl",
+    "tlen.pl",
+    "op.pl",
+    "gazeta.pl",
+    "qq.com",
+    "163.com",
+    "126.com",
+    "t-online.de",
+    "freenet.de",
+    "libero.it",
+    "orange.fr",
+    "free.fr",
+    "laposte.net",
+    "yahoo.co.uk",
+    "hotmail.co.uk",
+    "outlook.de",
+    "hotmail.de",
+    "fastmail.com",
+    "tutanota.com",
+    "inbox.lv",
+    "inbox.lt",
 ];
 
 pub fn is_public_provider(domain: &str, cfg: &Config) -> bool {
@@ -278,12 +342,20 @@ pub fn thread(
         match view.ticket(n)? {
             Some(t) => match may_use_token(&t, class, sender_customer, cfg) {
                 Some(reason) => {
-                    found.push((n, Rule::Token, format!("[{prefix}-{n}] in subject, {reason}")));
+                    found.push((
+                        n,
+                        Rule::Token,
+                        format!("[{prefix}-{n}] in subject, {reason}"),
+                    ));
                     break;
                 }
                 None => ignored_tokens.push(format!(
                     "{prefix}-{n}: {} is not a participant of it",
-                    if class.sender.is_empty() { "<no sender>" } else { &class.sender }
+                    if class.sender.is_empty() {
+                        "<no sender>"
+                    } else {
+                        &class.sender
+                    }
                 )),
             },
             None => ignored_tokens.push(format!("{prefix}-{n}: no such ticket")),
@@ -293,13 +365,21 @@ pub fn thread(
     // 2. In-Reply-To, then References newest first, among thread keys.
     for id in &p.in_reply_to {
         if let Some(n) = view.ticket_by_key(id)? {
-            found.push((n, Rule::InReplyTo, format!("In-Reply-To <{id}> is a message of the ticket")));
+            found.push((
+                n,
+                Rule::InReplyTo,
+                format!("In-Reply-To <{id}> is a message of the ticket"),
+            ));
             break;
         }
     }
     for id in p.references.iter().rev() {
         if let Some(n) = view.ticket_by_key(id)? {
-            found.push((n, Rule::References, format!("References <{id}> is a message of the ticket")));
+            found.push((
+                n,
+                Rule::References,
+                format!("References <{id}> is a message of the ticket"),
+            ));
             break;
         }
     }
@@ -307,7 +387,10 @@ pub fn thread(
         found.push((
             n,
             Rule::ReverseReference,
-            format!("a message of the ticket already referenced <{}>", p.message_id),
+            format!(
+                "a message of the ticket already referenced <{}>",
+                p.message_id
+            ),
         ));
     }
 
@@ -316,7 +399,11 @@ pub fn thread(
         if is_forward(&p.subject) {
             // Outlook keeps the conversation on a forward: a new matter.
         } else if let Some(n) = view.ticket_by_conversation(&key)? {
-            found.push((n, Rule::ThreadIndex, format!("Thread-Index conversation {}… is the ticket's", &key[..12])));
+            found.push((
+                n,
+                Rule::ThreadIndex,
+                format!("Thread-Index conversation {}… is the ticket's", &key[..12]),
+            ));
         }
     }
 
@@ -324,7 +411,11 @@ pub fn thread(
     if matches!(class.kind, MailKind::Bounce | MailKind::AutoReply) {
         for id in &p.returned_message_ids {
             if let Some(n) = view.ticket_by_key(id)? {
-                found.push((n, Rule::Returned, format!("the returned original <{id}> is a message of the ticket")));
+                found.push((
+                    n,
+                    Rule::Returned,
+                    format!("the returned original <{id}> is a message of the ticket"),
+                ));
                 break;
             }
         }
@@ -363,7 +454,10 @@ mod tests {
     fn finds_tokens() {
         assert_eq!(tokens("Re: Printer [SUP-12]", "SUP"), vec![12]);
         assert_eq!(tokens("re: [ sup - 7 ] and [SUP-8]", "SUP"), vec![7, 8]);
-        assert_eq!(tokens("[SUPX-1] [SUP-] [SUP-1a] [SUP 3]", "SUP"), Vec::<u64>::new());
+        assert_eq!(
+            tokens("[SUPX-1] [SUP-] [SUP-1a] [SUP 3]", "SUP"),
+            Vec::<u64>::new()
+        );
         assert_eq!(tokens("[", "SUP"), Vec::<u64>::new());
         assert_eq!(tokens("ä[SUP-5]ö", "SUP"), vec![5]);
     }
@@ -381,11 +475,17 @@ mod tests {
 
     #[test]
     fn cleans_subjects() {
-        assert_eq!(clean_subject("Re: AW: Printer broken [SUP-12]", "SUP"), "Printer broken");
+        assert_eq!(
+            clean_subject("Re: AW: Printer broken [SUP-12]", "SUP"),
+            "Printer broken"
+        );
         assert_eq!(clean_subject("[EXTERNAL] RE: Re[2]: x", "SUP"), "x");
         assert_eq!(clean_subject("Invoice: March", "SUP"), "Invoice: March");
         assert_eq!(clean_subject("回复: 你好", "SUP"), "你好");
-        assert_eq!(clean_subject("Re: [USRP-users] Re: E320 clock", "SUP"), "E320 clock");
+        assert_eq!(
+            clean_subject("Re: [USRP-users] Re: E320 clock", "SUP"),
+            "E320 clock"
+        );
         assert_eq!(clean_subject("", "SUP"), "");
     }
 

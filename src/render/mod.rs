@@ -32,8 +32,16 @@ pub enum Error {
 
 /// Every template we render, and the built-in text of each.
 const BUILTIN: &[(&str, &str, &str)] = &[
-    ("en", "ack.txt", include_str!("../../config/templates/en/ack.txt")),
-    ("et", "ack.txt", include_str!("../../config/templates/et/ack.txt")),
+    (
+        "en",
+        "ack.txt",
+        include_str!("../../config/templates/en/ack.txt"),
+    ),
+    (
+        "et",
+        "ack.txt",
+        include_str!("../../config/templates/et/ack.txt"),
+    ),
 ];
 
 pub struct Templates {
@@ -103,10 +111,13 @@ impl Templates {
         let k = key(lang, name);
         let tpl = match self.env.get_template(&k) {
             Ok(t) => t,
-            Err(_) => self.env.get_template(&key("en", name)).map_err(|e| Error::Template {
-                name: name.into(),
-                why: e.to_string(),
-            })?,
+            Err(_) => self
+                .env
+                .get_template(&key("en", name))
+                .map_err(|e| Error::Template {
+                    name: name.into(),
+                    why: e.to_string(),
+                })?,
         };
         tpl.render(ctx).map_err(|e| Error::Template {
             name: k,
@@ -271,12 +282,10 @@ fn ack(
         support_name => cfg.support.name,
         support_address => cfg.support_address(),
     };
-    let body = tpl
-        .render(&t.language, "ack.txt", ctx)
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "ack template failed; sending the plain fallback");
-            format!("Your message was received as ticket {tok}.\n")
-        });
+    let body = tpl.render(&t.language, "ack.txt", ctx).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "ack template failed; sending the plain fallback");
+        format!("Your message was received as ticket {tok}.\n")
+    });
     let subject = if t.subject.is_empty() {
         format!("Re: [{tok}]")
     } else {
@@ -332,7 +341,11 @@ fn copy(
     common_headers(&mut head, "copy", t, cfg);
     // Keeps the agents' out-of-office answers away from the list.
     put(&mut head, "Auto-Submitted", Raw::new("auto-generated"));
-    put(&mut head, "X-Postdesk-Original-From", Raw::new(sender.clone()));
+    put(
+        &mut head,
+        "X-Postdesk-Original-From",
+        Raw::new(sender.clone()),
+    );
     // DMARC: the customer's address never goes in From.
     put(
         &mut head,
@@ -418,7 +431,10 @@ mod tests {
                     minijinja::context! { token => "SUP-3", subject => "Printer", name => "Mari", support_name => "Support" },
                 )
                 .unwrap();
-            assert!(s.contains("SUP-3") && s.contains("Printer") && s.contains("Mari"), "{s}");
+            assert!(
+                s.contains("SUP-3") && s.contains("Printer") && s.contains("Mari"),
+                "{s}"
+            );
         }
         // An unknown language falls back to English.
         let s = t

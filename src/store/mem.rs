@@ -2,9 +2,7 @@
 //! test bench (whole conversations decided and applied without disk), and
 //! the reference the real backends must agree with.
 
-use super::{
-    MessageRecord, OutboxEntry, Result, StoredIds, Ticket, Timestamp, View, Writes,
-};
+use super::{MessageRecord, OutboxEntry, Result, StoredIds, Ticket, Timestamp, View, Writes};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -56,7 +54,13 @@ impl View for MemStore {
         Ok(self.data.borrow().learned.get(address).cloned())
     }
     fn ack_times(&self, address: &str) -> Result<Vec<Timestamp>> {
-        Ok(self.data.borrow().acks.get(address).cloned().unwrap_or_default())
+        Ok(self
+            .data
+            .borrow()
+            .acks
+            .get(address)
+            .cloned()
+            .unwrap_or_default())
     }
     fn next_ticket_number(&self) -> Result<u64> {
         Ok(self.data.borrow().next_ticket.max(1))
@@ -75,7 +79,10 @@ impl Writes for MemStore {
         Ok(())
     }
     fn put_message(&self, ticket: u64, seq: u32, m: &MessageRecord) -> Result<()> {
-        self.data.borrow_mut().messages.insert((ticket, seq), m.clone());
+        self.data
+            .borrow_mut()
+            .messages
+            .insert((ticket, seq), m.clone());
         Ok(())
     }
     fn put_apart(&self, m: &MessageRecord) -> Result<u64> {
@@ -84,19 +91,31 @@ impl Writes for MemStore {
         Ok(d.apart.len() as u64)
     }
     fn index_thread_key(&self, message_id: &str, ticket: u64) -> Result<()> {
-        self.data.borrow_mut().keys.insert(message_id.to_string(), ticket);
+        self.data
+            .borrow_mut()
+            .keys
+            .insert(message_id.to_string(), ticket);
         Ok(())
     }
     fn index_conversation(&self, key: &str, ticket: u64) -> Result<()> {
-        self.data.borrow_mut().conversations.insert(key.to_string(), ticket);
+        self.data
+            .borrow_mut()
+            .conversations
+            .insert(key.to_string(), ticket);
         Ok(())
     }
     fn put_stored_ids(&self, message_id: &str, ids: &StoredIds) -> Result<()> {
-        self.data.borrow_mut().stored.insert(message_id.to_string(), ids.clone());
+        self.data
+            .borrow_mut()
+            .stored
+            .insert(message_id.to_string(), ids.clone());
         Ok(())
     }
     fn put_ack_times(&self, address: &str, times: &[Timestamp]) -> Result<()> {
-        self.data.borrow_mut().acks.insert(address.to_string(), times.to_vec());
+        self.data
+            .borrow_mut()
+            .acks
+            .insert(address.to_string(), times.to_vec());
         Ok(())
     }
     fn learn_customer(&self, address: &str, customer: &str) -> Result<()> {

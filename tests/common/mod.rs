@@ -1,0 +1,414 @@
+//! Integration test harness: the real `postdesk` binary on a temporary data
+//! dir and free loopback ports, a recording SMTP sink for what it sends, an
+//! LMTP client of our own, and Python's `smtplib.LMTP` (a client none of us
+//! wrote).
+#![allow(dead_code)]
+
+pub mod sink;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
+
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// The test desk: support@example.com, staff domain example.com, agents
+/// alice and bob; outbound to the sink.
+pub fn config_yaml(port: u16, data: &Path, sink_port: u16, extra: &str) -> String {
+    format!(
+        r#"listen:
+  lmtp: ["127.0.0.1:{port}"]
+data_dir: {data}
+support:
+  address: support@example.com
+team:
+  domains: [example.com]
+  agents:
+    - email: alice@example.com
+      name: Alice
+    - email: bob@example.com
+outbound:
+  relay: smtp://127.0.0.1:{sink_port}
+  retry_min: 200ms
+{extra}"#,
+        data = data.display()
+    )
+}
+
+impl Daemon {
+    pub fn start(sink_port: u16, extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let data = dir.path().join("data");
+        let config = dir.path().join("postdesk.yaml");
+        std::fs::write(&config, config_yaml(port, &data, sink_port, extra)).expect("write config");
+        let log = dir.path().join("postdesk.log");
+        let mut d = Daemon {
+            dir,
+            config,
+            port,
+            child: None,
+            log,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn postdesk");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.log().contains("postdesk ready")
+            {
+                break;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("postdesk exited early ({st}):\n{}", self.log());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postdesk did not become ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait: the clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe_kill(c.id(), 15);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("postdesk did not stop on SIGTERM:\n{}", self.log());
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run postdesk cli")
+    }
+
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "postdesk {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn tickets(&self) -> Vec<Value> {
+        let out = self.cli_ok(&["ticket", "list", "--json"]);
+        serde_json::from_str::<Value>(&out)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_else(|| panic!("ticket list --json is not an array: {out}"))
+    }
+
+    pub fn show(&self, token: &str) -> Value {
+        let out = self.cli_ok(&["ticket", "show", token, "--json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}): {out}"))
+    }
+
+    /// The ticket holding a received Message-ID (without brackets).
+    pub fn ticket_of(&self, message_id: &str) -> Option<String> {
+        self.tickets().into_iter().find_map(|t| {
+            let ids = t["message_ids"].as_array()?;
+            ids.iter()
+                .any(|i| i.as_str() == Some(message_id))
+                .then(|| t["token"].as_str().unwrap_or_default().to_string())
+        })
+    }
+
+    pub fn lmtp(&self) -> Lmtp {
+        Lmtp::connect(self.port)
+    }
+
+    /// One message through our own client; returns the per-recipient replies.
+    pub fn deliver(&self, from: &str, rcpts: &[&str], data: &[u8]) -> Vec<String> {
+        let mut c = self.lmtp();
+        let r = c.send(from, rcpts, data);
+        c.quit();
+        r
+    }
+
+    pub fn deliver_ok(&self, from: &str, data: &[u8]) {
+        let r = self.deliver(from, &["support@example.com"], data);
+        assert!(
+            r.len() == 1 && r[0].starts_with("250"),
+            "not delivered: {r:?}\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- postdesk log ----\n{}", self.log());
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A small LMTP client of our own, reading replies line by line.
+pub struct Lmtp {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Lmtp {
+    pub fn connect(port: u16) -> Lmtp {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect LMTP");
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        let w = s.try_clone().expect("clone stream");
+        let mut c = Lmtp {
+            r: BufReader::new(s),
+            w,
+        };
+        let greet = c.reply();
+        assert!(greet.starts_with("220"), "greeting: {greet}");
+        let l = c.cmd("LHLO test.example");
+        assert!(l.starts_with("250"), "LHLO: {l}");
+        c
+    }
+
+    /// Reads one (possibly multi-line) reply; returns its last line.
+    pub fn reply(&mut self) -> String {
+        let mut last = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.r.read_line(&mut line).unwrap_or(0);
+            if n == 0 {
+                return last;
+            }
+            let done = line.len() < 4 || line.as_bytes()[3] != b'-';
+            last = line.trim_end().to_string();
+            if done {
+                return last;
+            }
+        }
+    }
+
+    pub fn cmd(&mut self, c: &str) -> String {
+        self.w
+            .write_all(format!("{c}\r\n").as_bytes())
+            .expect("write");
+        self.reply()
+    }
+
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).expect("write");
+    }
+
+    /// MAIL, RCPT…, DATA; returns one reply per accepted recipient.
+    pub fn send(&mut self, from: &str, rcpts: &[&str], data: &[u8]) -> Vec<String> {
+        let r = self.cmd(&format!("MAIL FROM:<{from}>"));
+        assert!(r.starts_with("250"), "MAIL: {r}");
+        let mut accepted = 0;
+        let mut refused = Vec::new();
+        for rc in rcpts {
+            let r = self.cmd(&format!("RCPT TO:<{rc}>"));
+            if r.starts_with("250") {
+                accepted += 1;
+            } else {
+                refused.push(r);
+            }
+        }
+        if accepted == 0 {
+            self.cmd("RSET");
+            return refused;
+        }
+        let r = self.cmd("DATA");
+        assert!(r.starts_with("354"), "DATA: {r}");
+        self.raw(&dot_stuff(data));
+        self.raw(b".\r\n");
+        let mut out: Vec<String> = (0..accepted).map(|_| self.reply()).collect();
+        out.extend(refused);
+        out
+    }
+
+    pub fn quit(&mut self) {
+        let _ = self.w.write_all(b"QUIT\r\n");
+        let mut rest = String::new();
+        let _ = self.r.read_to_string(&mut rest);
+    }
+}
+
+/// CRLF line ends and dot-stuffing, ending with CRLF.
+pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 64);
+    let mut at_line_start = true;
+    let mut i = 0;
+    while i < data.len() {
+        let b = data[i];
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+        i += 1;
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Delivers with Python's smtplib.LMTP; returns one reply per recipient
+/// ("250 …"). smtplib reads only the first reply after DATA, so the script
+/// reads one more per further recipient itself.
+pub fn python_lmtp(port: u16, from: &str, rcpts: &[&str], data: &[u8]) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let msg = dir.path().join("msg.eml");
+    std::fs::write(&msg, data).expect("write msg");
+    let script = r#"
+import smtplib, sys
+port, sender, path, rcpts = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+data = open(path, 'rb').read()
+s = smtplib.LMTP('127.0.0.1', port)
+s.ehlo_or_helo_if_needed()
+code, msg = s.mail(sender)
+assert code == 250, (code, msg)
+ok = []
+for r in rcpts:
+    code, msg = s.rcpt(r)
+    if code == 250:
+        ok.append(r)
+    else:
+        print(code, msg.decode())
+if ok:
+    code, msg = s.data(data)
+    print(code, msg.decode())
+    for _ in ok[1:]:
+        code, msg = s.getreply()
+        print(code, msg.decode())
+s.quit()
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(from)
+        .arg(&msg)
+        .args(rcpts)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "smtplib failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A plain customer mail.
+pub fn mail(id: &str, from: &str, subject: &str, extra_headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: support@example.com\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0200\r\n{extra_headers}MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+/// Waits until `f` holds, or panics with `what` after `secs`.
+pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for: {what}");
+}
