@@ -300,8 +300,8 @@ fn print_list(v: &serde_json::Value) {
         return;
     }
     println!(
-        "{:<9} {:<10} {:<24} {:>3} {:<3} {:<30} {}",
-        "TOKEN", "STATUS", "ASSIGNEE", "RE", "DIR", "CONTACT", "SUBJECT"
+        "{:<9} {:<10} {:<24} {:>3} {:<3} {:<30} SUBJECT",
+        "TOKEN", "STATUS", "ASSIGNEE", "RE", "DIR", "CONTACT"
     );
     for t in rows {
         let dir = if s(t, "last_direction") == "in" {

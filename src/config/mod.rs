@@ -392,10 +392,14 @@ impl Config {
             ));
         }
         let r = &self.outbound.relay;
-        if r != "direct" && !r.starts_with("file:") && !r.starts_with("smtp://") {
+        if r != "direct"
+            && !r.starts_with("file:")
+            && !r.starts_with("smtp://")
+            && !r.starts_with("smtps://")
+        {
             return Err(bad(
                 "outbound.relay",
-                format!("{r:?} must be smtp://HOST:PORT, direct, or file:DIR"),
+                format!("{r:?} must be smtp://HOST:PORT, smtps://HOST:PORT, direct, or file:DIR"),
             ));
         }
         if self

@@ -718,14 +718,15 @@ mod tests {
         assert!(e.sent_at.is_some());
         let t = fake.times();
         assert_eq!(t.len(), 3);
-        // retry_min 50 ms, then 100 ms, each -10% at most.
+        // retry_min 50 ms, then 100 ms, each -10% at most (and the queue
+        // keys have millisecond resolution).
         assert!(
-            t[1] - t[0] >= Duration::from_millis(45),
+            t[1] - t[0] >= Duration::from_millis(44),
             "{:?}",
             t[1] - t[0]
         );
         assert!(
-            t[2] - t[1] >= Duration::from_millis(90),
+            t[2] - t[1] >= Duration::from_millis(89),
             "{:?}",
             t[2] - t[1]
         );
@@ -743,8 +744,9 @@ mod tests {
         let id = r.add(entry(None, "a@example.com")).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
         let n = fake.calls();
-        // 0, 50, 150, 250 … ms: about 7, with jitter at least 5 and at most 9.
-        assert!((4..=10).contains(&n), "{n} attempts in 700 ms");
+        // 0, 50, 150, 250 … ms: about 7 (fewer when commits are slow on a
+        // busy machine); a busy loop would make hundreds.
+        assert!((2..=10).contains(&n), "{n} attempts in 700 ms");
         let e = r.store.outbox(id).unwrap().unwrap();
         assert_eq!(e.state, OutboxState::Pending);
         assert!(e.attempts as usize >= n - 1, "attempts recorded: {e:?}");
@@ -790,8 +792,9 @@ mod tests {
             reply.starts_with("gave up after 250ms: 451 4.3.0"),
             "{reply}"
         );
-        // Attempts at ~0, 50, 150 and the last one at the 250 ms deadline.
-        assert!((3..=6).contains(&fake.calls()), "{} attempts", fake.calls());
+        // Attempts at ~0, 50, 150 and the last one at the 250 ms deadline
+        // (fewer when commits are slow).
+        assert!((2..=6).contains(&fake.calls()), "{} attempts", fake.calls());
         let t = r.store.ticket(3).unwrap().unwrap();
         assert_eq!(t.delivery_failures.len(), 1);
         assert!(t.delivery_failures[0].reply.starts_with("gave up after"));
@@ -805,7 +808,8 @@ mod tests {
         // Let the task go to sleep on an empty queue (up to a minute).
         tokio::time::sleep(Duration::from_millis(100)).await;
         let id = r.add(entry(None, "a@example.com")).await;
-        r.wait_state(id, OutboxState::Sent, Duration::from_millis(500))
+        // Far sooner than the 60 s the idle task would otherwise sleep.
+        r.wait_state(id, OutboxState::Sent, Duration::from_secs(3))
             .await;
         r.stop().await;
     }
@@ -814,20 +818,24 @@ mod tests {
     async fn sends_in_parallel_but_never_one_entry_twice_at_once() {
         let fake = Fake::slow(Duration::from_millis(150));
         let r = start(fake.clone(), settings(50, 1000, 60_000), vec![]).await;
-        let mut ids = Vec::new();
-        for i in 0..7 {
-            ids.push(r.add(entry(None, &format!("u{i}@example.com"))).await);
-        }
+        // One commit, so the first scan finds all seven due.
+        let ids = r
+            .store
+            .commit(None, |tx, _| {
+                (0..7)
+                    .map(|i| tx.add_outbox(entry(None, &format!("u{i}@example.com"))))
+                    .collect::<store::Result<Vec<u64>>>()
+            })
+            .await
+            .unwrap();
+        r.wake.notify_one();
         for id in &ids {
             r.wait_state(*id, OutboxState::Sent, Duration::from_secs(5))
                 .await;
         }
         assert_eq!(fake.calls(), 7, "each entry once");
         let max = fake.max_active.load(Ordering::SeqCst);
-        assert!(
-            (2..=CONCURRENCY).contains(&max),
-            "max concurrent sends {max}"
-        );
+        assert_eq!(max, CONCURRENCY, "max concurrent sends");
         assert_eq!(fake.overlap_same.load(Ordering::SeqCst), 0);
         r.stop().await;
     }

@@ -9,18 +9,17 @@
 
 use crate::lmtp::BoxFuture;
 use lettre::address::Envelope;
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
-use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
-use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::Address;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -43,9 +42,11 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<String, SendError>>;
 }
 
-/// Connections the relay pool keeps; matches the sender's concurrency so
-/// every concurrent send can reuse a warm connection.
-const POOL_SIZE: u32 = 4;
+/// Idle connections the relay pool keeps; matches the sender's concurrency
+/// so every concurrent send can reuse a warm connection.
+const POOL_SIZE: usize = 4;
+/// An idle pooled connection older than this is closed rather than reused.
+const POOL_IDLE_MAX: Duration = Duration::from_secs(60);
 /// Used when `outbound.timeout` is 0, which lettre would read as "fail at once".
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Addresses tried per MX host, so a host with dozens of A records cannot
@@ -185,38 +186,45 @@ fn classify(e: &lettre::transport::smtp::Error, peer: &str) -> SendError {
 // ---- relay ----
 
 /// `smtp://host:port`: every mail goes to one relay (by default Postfix's
-/// reinjection port) through lettre's pooled async transport.
+/// reinjection port), over lettre's SMTP client with a small pool of
+/// connections kept open between sends.
+///
+/// Why not lettre's `AsyncSmtpTransport`: its async client bounds only the
+/// TCP connect (no read timeout: a relay that stops answering after DATA
+/// holds the send forever), and when the caller's own timeout cancels a
+/// send, its pool takes the half-finished connection back and the next
+/// send reads the stale reply. So each attempt here runs under one overall
+/// budget, and a connection goes back to the pool only after a completed
+/// transaction; a cancelled or failed one is dropped (closed).
 pub struct RelayTransport {
-    builder: AsyncSmtpTransportBuilder,
-    /// Built on first use: lettre's pool spawns its cleanup task at build
-    /// time, which needs a running tokio runtime; `from_config` may be
-    /// called before there is one.
-    mailer: OnceLock<AsyncSmtpTransport<Tokio1Executor>>,
+    host: String,
+    port: u16,
+    tls: Option<(RelayTls, TlsParameters)>,
+    hello: ClientId,
+    timeout: Duration,
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
     peer: String,
 }
 
 impl RelayTransport {
     pub fn new(url: &str, helo: Option<&str>, timeout: Duration) -> Result<Self, String> {
         let u = RelayUrl::parse(url)?;
-        let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(u.host.clone())
-            .port(u.port)
-            .hello_name(client_id(helo))
-            .timeout(Some(nonzero_timeout(timeout)))
-            .pool_config(PoolConfig::new().max_size(POOL_SIZE));
-        let tls_params = || {
-            TlsParameters::new(u.host.clone())
-                .map_err(|e| format!("outbound.relay: {url:?}: TLS set-up: {e}"))
-        };
-        b = match u.tls {
-            RelayTls::None => b.tls(Tls::None),
-            RelayTls::Wrapper => b.tls(Tls::Wrapper(tls_params()?)),
-            RelayTls::Required => b.tls(Tls::Required(tls_params()?)),
-            RelayTls::Opportunistic => b.tls(Tls::Opportunistic(tls_params()?)),
+        let tls = match u.tls {
+            RelayTls::None => None,
+            mode => Some((
+                mode,
+                TlsParameters::new(u.host.clone())
+                    .map_err(|e| format!("outbound.relay: {url:?}: TLS set-up: {e}"))?,
+            )),
         };
         Ok(RelayTransport {
-            builder: b,
-            mailer: OnceLock::new(),
             peer: format!("relay {}:{}", u.host, u.port),
+            host: u.host,
+            port: u.port,
+            tls,
+            hello: client_id(helo),
+            timeout: nonzero_timeout(timeout),
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -227,12 +235,99 @@ impl RelayTransport {
         bytes: &[u8],
     ) -> Result<String, SendError> {
         let env = envelope(mail_from, rcpt_to)?;
-        let mailer = self.mailer.get_or_init(|| self.builder.clone().build());
-        match mailer.send_raw(&env, &wire_bytes(bytes)).await {
-            Ok(r) => Ok(reply_text(&r)),
+        let wire = wire_bytes(bytes);
+        let budget = attempt_budget(self.timeout, wire.len());
+        match tokio::time::timeout(budget, self.transact(&env, &wire)).await {
+            Ok(r) => r,
+            // The connection was inside the dropped future: it is closed,
+            // not pooled.
+            Err(_) => Err(SendError::Transient(format!(
+                "{}: no answer within {}s",
+                self.peer,
+                budget.as_secs()
+            ))),
+        }
+    }
+
+    async fn transact(&self, env: &Envelope, wire: &[u8]) -> Result<String, SendError> {
+        let mut conn = match self.take_idle().await {
+            Some(c) => c,
+            None => self.connect().await.map_err(|e| classify(&e, &self.peer))?,
+        };
+        match conn.send(env, wire).await {
+            Ok(r) => {
+                self.put_idle(conn);
+                Ok(reply_text(&r))
+            }
+            // lettre has already sent QUIT and closed it.
             Err(e) => Err(classify(&e, &self.peer)),
         }
     }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        let wrapper = match &self.tls {
+            Some((RelayTls::Wrapper, p)) => Some(p.clone()),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &self.hello,
+            wrapper,
+            None,
+        )
+        .await?;
+        match &self.tls {
+            Some((RelayTls::Required, p)) => conn.starttls(p.clone(), &self.hello).await?,
+            Some((RelayTls::Opportunistic, p)) if conn.can_starttls() => {
+                conn.starttls(p.clone(), &self.hello).await?
+            }
+            _ => {}
+        }
+        Ok(conn)
+    }
+
+    /// A pooled connection that still answers NOOP, if any.
+    async fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        loop {
+            let (mut conn, since) = self.idle.lock().ok()?.pop()?;
+            if since.elapsed() > POOL_IDLE_MAX {
+                // Likely closed by the relay (Postfix smtpd: 300s) by now.
+                continue;
+            }
+            let probe = self.timeout.min(Duration::from_secs(10));
+            if let Ok(true) = tokio::time::timeout(probe, conn.test_connected()).await {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn put_idle(&self, conn: AsyncSmtpConnection) {
+        let spare = match self.idle.lock() {
+            Ok(mut idle) if idle.len() < POOL_SIZE => {
+                idle.push((conn, Instant::now()));
+                None
+            }
+            _ => Some(conn),
+        };
+        if let Some(mut conn) = spare {
+            // Say goodbye off the sender's path; bounded like everything else.
+            let t = self.timeout;
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(t, conn.quit()).await;
+            });
+        }
+    }
+}
+
+/// How long one attempt may take in all. lettre's async client bounds only
+/// the TCP connect, so `outbound.timeout` is applied here instead: one for
+/// connect, greeting and envelope, one for the reply to the data, plus the
+/// transfer itself at a floor rate of 64 KiB/s (a 50 MiB mail gets ~13 min,
+/// within RFC 5321 §4.5.3.2's 10 min per data block).
+fn attempt_budget(timeout: Duration, len: usize) -> Duration {
+    let transfer = Duration::from_secs(u64::try_from(len / (64 * 1024)).unwrap_or(u64::MAX));
+    timeout.saturating_mul(2).saturating_add(transfer)
 }
 
 impl Transport for RelayTransport {
@@ -438,10 +533,21 @@ impl DirectTransport {
                 last = format!("{}: no address", host.name);
             }
             for ip in addrs {
-                match self.try_host(&host.name, ip, env, wire).await {
-                    Ok(reply) => return Ok(reply),
-                    Err(HostFailure::TryNext(t)) => last = t,
-                    Err(HostFailure::Final(e)) => return Err(e),
+                // lettre bounds only the connect; see `attempt_budget`.
+                let budget = attempt_budget(self.timeout, wire.len());
+                let attempt = self.try_host(&host.name, ip, env, wire);
+                match tokio::time::timeout(budget, attempt).await {
+                    Ok(Ok(reply)) => return Ok(reply),
+                    Ok(Err(HostFailure::TryNext(t))) => last = t,
+                    Ok(Err(HostFailure::Final(e))) => return Err(e),
+                    Err(_) => {
+                        last = format!(
+                            "{}[{ip}]:{}: no answer within {}s",
+                            host.name,
+                            self.port,
+                            budget.as_secs()
+                        )
+                    }
                 }
             }
         }
@@ -777,8 +883,10 @@ mod tests {
 
     #[test]
     fn from_config_picks_the_transport_and_needs_no_runtime() {
-        let mut o = crate::config::Outbound::default();
-        o.relay = "smtp://127.0.0.1:10025".into();
+        let mut o = crate::config::Outbound {
+            relay: "smtp://127.0.0.1:10025".into(),
+            ..Default::default()
+        };
         assert!(from_config(&o).is_ok());
         o.relay = "file:/tmp/postdesk-test-sent".into();
         assert!(from_config(&o).is_ok());
@@ -795,6 +903,16 @@ mod tests {
         assert_eq!(&*wire_bytes(b"A: b\n\nx\n"), b"A: b\r\n\r\nx");
         assert_eq!(&*wire_bytes(b"\nx\r\ny\n"), b"\r\nx\r\ny");
         assert!(matches!(wire_bytes(b"a\r\nb"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn attempt_budget_grows_with_size() {
+        let t = Duration::from_secs(60);
+        assert_eq!(attempt_budget(t, 1000), Duration::from_secs(120));
+        assert_eq!(
+            attempt_budget(t, 50 * 1024 * 1024),
+            Duration::from_secs(120 + 800)
+        );
     }
 
     #[test]

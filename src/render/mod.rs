@@ -218,36 +218,17 @@ pub fn render_all(
         .collect()
 }
 
-fn entry(
-    kind: &str,
-    t: &Ticket,
-    cfg: &Config,
-    rcpt_to: Vec<String>,
-    message_id: String,
-    head: Vec<u8>,
-    body: Option<u64>,
-    now: Timestamp,
-) -> OutboxEntry {
+/// An outbox row for this ticket with everything but the mail itself.
+fn entry(kind: &str, t: &Ticket, cfg: &Config, now: Timestamp) -> OutboxEntry {
     OutboxEntry {
         id: 0,
         ticket: Some(t.number),
         kind: kind.to_string(),
         mail_from: cfg.support_address(),
-        rcpt_to,
-        message_id,
-        head,
-        // The spool reference is filled in by the store, which knows it.
-        body: body.map(|off| {
-            (
-                crate::store::SpoolRef {
-                    file: 0,
-                    offset: 0,
-                    len: 0,
-                    check: 0,
-                },
-                off,
-            )
-        }),
+        rcpt_to: Vec::new(),
+        message_id: String::new(),
+        head: Vec::new(),
+        body: None,
         created_at: now,
         next_attempt_at: now,
         attempts: 0,
@@ -255,6 +236,20 @@ fn entry(
         state: OutboxState::Pending,
         sent_at: None,
     }
+}
+
+/// A body slice of the triggering message's raw bytes, from `offset`; the
+/// spool reference is filled in by `deliver::apply`, which knows it.
+fn raw_body_from(offset: usize) -> Option<(crate::store::SpoolRef, u64)> {
+    Some((
+        crate::store::SpoolRef {
+            file: 0,
+            offset: 0,
+            len: 0,
+            check: 0,
+        },
+        offset as u64,
+    ))
 }
 
 fn common_headers(out: &mut Vec<u8>, kind: &str, t: &Ticket, cfg: &Config) {
@@ -318,7 +313,12 @@ fn ack(
         .write_to_vec()
         .unwrap_or_default();
     head.extend_from_slice(&msg);
-    entry("ack", t, cfg, vec![to.to_string()], id, head, None, now)
+    OutboxEntry {
+        rcpt_to: vec![to.to_string()],
+        message_id: id,
+        head,
+        ..entry("ack", t, cfg, now)
+    }
 }
 
 fn copy(
@@ -404,16 +404,13 @@ fn copy(
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    entry(
-        "copy",
-        t,
-        cfg,
-        to.to_vec(),
-        id,
+    OutboxEntry {
+        rcpt_to: to.to_vec(),
+        message_id: id,
         head,
-        Some(p.body_offset as u64),
-        now,
-    )
+        body: raw_body_from(p.body_offset),
+        ..entry("copy", t, cfg, now)
+    }
 }
 
 #[cfg(test)]

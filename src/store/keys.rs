@@ -79,7 +79,7 @@ mod tests {
     use super::*;
     #[test]
     fn queue_sorts_by_due_then_id() {
-        let mut ks = vec![queue(5, 2), queue(-3, 9), queue(5, 1), queue(1_000_000, 0)];
+        let mut ks = [queue(5, 2), queue(-3, 9), queue(5, 1), queue(1_000_000, 0)];
         ks.sort();
         let ids: Vec<_> = ks.iter().map(|k| queue_id(k).unwrap()).collect();
         assert_eq!(ids, vec![9, 1, 2, 0]);

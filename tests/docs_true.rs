@@ -1,0 +1,72 @@
+//! The docs stay true to the code: every config key (walked from
+//! `Config::default()` and the list item types) is documented in
+//! docs/configuration.md, and the production template loads.
+
+use postdesk::config::{Agent, Config, Customer};
+use serde_json::Value;
+
+fn keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    if let Value::Object(m) = v {
+        for (k, child) in m {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            out.push(path.clone());
+            keys(&path, child, out);
+        }
+    }
+}
+
+#[test]
+fn every_config_key_is_in_configuration_md() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let mut all = Vec::new();
+    keys(
+        "",
+        &serde_json::to_value(Config::default()).unwrap(),
+        &mut all,
+    );
+    let agent = Agent {
+        email: "a@b".into(),
+        name: Some("A".into()),
+    };
+    keys(
+        "team.agents[]",
+        &serde_json::to_value(agent).unwrap(),
+        &mut all,
+    );
+    let customer = Customer {
+        id: "X".into(),
+        name: None,
+        addresses: vec![],
+        domains: vec![],
+    };
+    keys(
+        "customers[]",
+        &serde_json::to_value(customer).unwrap(),
+        &mut all,
+    );
+    assert!(all.len() > 40, "walked too few keys: {all:?}");
+    let missing: Vec<_> = all
+        .iter()
+        .filter(|k| !doc.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys missing from docs/configuration.md: {missing:?}"
+    );
+}
+
+#[test]
+fn shipped_config_files_load() {
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/config/postdesk.yaml");
+    let c = Config::load(std::path::Path::new(p)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listen.lmtp, vec!["127.0.0.1:2424"]);
+    assert_eq!(c.outbound.relay, "smtp://127.0.0.1:10025");
+}
