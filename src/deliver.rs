@@ -128,12 +128,21 @@ pub async fn commit_delivery(
 ) -> Result<Decision> {
     store
         .commit(Some(raw), move |tx, raw_ref| {
-            decide_and_apply(tx, raw_ref, &parsed, &env, &cfg, &tpl, now)
+            decide_and_apply(tx, raw_ref, &parsed, &env, &cfg, &tpl, now, Mode::Live)
         })
         .await
 }
 
+/// Live delivery sends what the decision asks for; an import of history
+/// records the same state and sends nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Live,
+    Import,
+}
+
 /// The body of the delivery transaction; shared with `import`.
+#[allow(clippy::too_many_arguments)]
 pub fn decide_and_apply(
     tx: &dyn Writes,
     raw_ref: Option<SpoolRef>,
@@ -142,8 +151,14 @@ pub fn decide_and_apply(
     cfg: &Config,
     tpl: &Templates,
     now: Timestamp,
+    mode: Mode,
 ) -> Result<Decision> {
-    let d = decide(parsed, env, cfg, as_view(tx), now)?;
+    let mut d = decide(parsed, env, cfg, as_view(tx), now)?;
+    if mode == Mode::Import {
+        d.intents.clear();
+        d.ack_times = None;
+        d.no_ack_reason = Some("import: nothing is sent".into());
+    }
     let mails = render_all(&d, parsed, cfg, tpl, now);
     let raw_ref = raw_ref.ok_or_else(|| crate::store::Error::Other("no raw message".into()))?;
     apply(tx, &d, parsed, mails, raw_ref, now)?;

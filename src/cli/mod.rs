@@ -144,6 +144,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    // Raw mail, the store and the signing secret: the service user only,
+    // whatever umask the service manager or shell handed us.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -155,11 +161,16 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> 
             tracing::info!("signal received: stopping (in-flight deliveries finish)");
             trigger.fire();
         });
-        crate::daemon::run(cfg, shutdown, move |running| {
+        let r = crate::daemon::run(cfg, shutdown, move |running| {
             let deliverer = running.deliverer.clone();
             tokio::spawn(reload_on_hangup(deliverer, config_path));
+            // Type=notify: systemd starts Postfix's traffic only now. Outside
+            // systemd (no NOTIFY_SOCKET) this does nothing.
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         })
-        .await
+        .await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        r
     })?;
     Ok(ExitCode::SUCCESS)
 }
