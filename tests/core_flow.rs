@@ -498,3 +498,19 @@ fn check_config_names_the_bad_key_and_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn store_fault_answers_451_and_delivery_resumes_without_restart() {
+    let (_sink, d) = start();
+    let marker = d.data_dir().join(postdesk::store::FAULT_FILE);
+    std::fs::write(&marker, b"").unwrap();
+    let m = mail("fault@cust.test", "f@cust.test", "During a fault", "", "x");
+    let r = d.deliver("f@cust.test", &[SUPPORT, SUPPORT], &m);
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert!(r.iter().all(|x| x.starts_with("451 4.3.0")), "{r:?}");
+    assert!(d.tickets().is_empty(), "nothing half-written");
+    assert!(d.log().contains("delivery failed"), "{}", d.log());
+    std::fs::remove_file(&marker).unwrap();
+    d.deliver_ok("f@cust.test", &m);
+    assert_eq!(d.ticket_of("fault@cust.test").as_deref(), Some("SUP-1"));
+}

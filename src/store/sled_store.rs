@@ -354,6 +354,14 @@ fn committer(
         }
         let mut results: Vec<(oneshot::Sender<Result<AnyBox>>, Result<AnyBox>)> =
             Vec::with_capacity(batch.len());
+        if injected_fault(&inner.data_dir) {
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(Error::Other(format!(
+                    "injected fault: {FAULT_FILE} exists (debug build)"
+                ))));
+            }
+            continue;
+        }
         let mut wrote = false;
         for job in batch.drain(..) {
             let raw_ref = match job.raw.as_deref() {
@@ -403,6 +411,15 @@ fn committer(
             let _ = reply.send(r);
         }
     }
+}
+
+/// Debug builds only: while `data_dir/FAULT_FILE` exists, every commit
+/// fails as a store fault would (tests of the 451 path: as root, a read-only
+/// directory does not stop writes). Release builds never look.
+pub const FAULT_FILE: &str = "fail-commits.debug";
+
+fn injected_fault(data_dir: &Path) -> bool {
+    cfg!(debug_assertions) && data_dir.join(FAULT_FILE).exists()
 }
 
 fn make_durable(inner: &Inner, spool: &mut Spool, db_file: &File) -> Result<()> {
