@@ -12,6 +12,7 @@ use crate::outbox::{sender, transport};
 use crate::render::Templates;
 use crate::shutdown::{self, Shutdown};
 use crate::store::Store;
+use crate::workflow::auth::Resolver;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -27,6 +28,8 @@ pub enum Error {
     Transport(String),
     #[error(transparent)]
     Control(#[from] crate::control::Error),
+    #[error("action-link secret {path}: {why}")]
+    Secret { path: String, why: String },
 }
 
 /// Handles the caller can use while the daemon runs (tests, signal loop).
@@ -62,14 +65,45 @@ pub async fn run(
     let control_path = cfg.control_path();
     let control = crate::control::bind(&control_path)?;
 
+    let secret = Arc::new(
+        crate::workflow::links::load_or_create_secret(&cfg.data_dir).map_err(|e| {
+            Error::Secret {
+                path: cfg.data_dir.join("link-secret").display().to_string(),
+                why: e.to_string(),
+            }
+        })?,
+    );
+    // DKIM/SPF need DNS; without a usable resolver those means simply never
+    // vouch (signed addresses and Authentication-Results still work).
+    let resolver = match Resolver::from_system_conf() {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS resolver: dkim and spf cannot vouch for commands");
+            None
+        }
+    };
     let wake = Arc::new(Notify::new());
+    let schedule_wake = Arc::new(Notify::new());
     let deliverer = Arc::new(Deliverer::new(
         cfg.clone(),
         templates,
         store.clone(),
         wake.clone(),
+        schedule_wake.clone(),
+        Some(secret.clone()),
+        resolver,
     ));
     let (inner_trigger, inner) = shutdown::channel();
+
+    let d3 = deliverer.clone();
+    let scheduler_task = tokio::spawn(crate::schedule::run(
+        store.clone(),
+        Arc::new(move || d3.current()),
+        Some(secret as Arc<dyn crate::ingest::decide::LinkSigner + Send>),
+        schedule_wake,
+        wake.clone(),
+        inner.clone(),
+    ));
 
     let sender_task = tokio::spawn(sender::run(
         store.clone(),
@@ -107,6 +141,7 @@ pub async fn run(
     tracing::info!("listeners drained; stopping sender and control socket");
     inner_trigger.fire();
     let _ = sender_task.await;
+    let _ = scheduler_task.await;
     let _ = control_task.await;
     store.close();
     tracing::info!(

@@ -11,11 +11,15 @@
 //! 4. log the SPEC's `delivered …` line (only here) and wake the sender.
 
 use crate::config::Config;
-use crate::ingest::decide::{decide, token, Action, Decision};
+use crate::ingest::decide::{decide, decide_with, token, Action, Context, Decision, LinkSigner};
 use crate::ingest::{parse::parse, Envelope, Parsed};
 use crate::lmtp::{BoxFuture, Handler, Outcome};
-use crate::render::{render_all, Templates};
-use crate::store::{MessageRecord, OutboxEntry, Result, SpoolRef, Store, Timestamp, View, Writes};
+use crate::render::{render_all, render_all_with, Templates};
+use crate::store::{
+    JobKind, MessageRecord, OutboxEntry, Result, SpoolRef, Store, Timestamp, View, Writes,
+};
+use crate::workflow::auth::{self, AuthResult, Resolver};
+use crate::workflow::links::{self, Secret};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -27,6 +31,34 @@ pub struct Deliverer {
     state: RwLock<(Arc<Config>, Arc<Templates>)>,
     store: Store,
     wake: Arc<Notify>,
+    /// Wakes the scheduler when a decision scheduled something.
+    schedule_wake: Arc<Notify>,
+    secret: Option<Arc<Secret>>,
+    resolver: Option<Arc<Resolver>>,
+}
+
+impl LinkSigner for Secret {
+    fn sign(&self, action: &str, ticket: u64) -> String {
+        links::sign(self, action, ticket)
+    }
+    fn verify(&self, action: &str, ticket: u64, sig: &str) -> bool {
+        links::verify(self, action, ticket, sig)
+    }
+}
+
+/// Does this mail try to command the desk? Only then is authentication
+/// (which may need DNS) worth doing: a staff sender, and an action address
+/// or `#` lines at the top of the own text.
+fn carries_commands(p: &Parsed, env: &Envelope, cfg: &Config) -> bool {
+    let staff = p.from.as_ref().is_some_and(|a| cfg.is_staff(&a.email));
+    let tagged = env
+        .rcpt_to
+        .iter()
+        .any(|r| cfg.support_tag(r).is_some_and(|t| !t.is_empty()));
+    let hash_lines = crate::ingest::quote::own_text(&p.text)
+        .trim_start()
+        .starts_with('#');
+    staff && (tagged || hash_lines)
 }
 
 impl Deliverer {
@@ -35,14 +67,19 @@ impl Deliverer {
         templates: Arc<Templates>,
         store: Store,
         wake: Arc<Notify>,
+        schedule_wake: Arc<Notify>,
+        secret: Option<Arc<Secret>>,
+        resolver: Option<Arc<Resolver>>,
     ) -> Self {
         Deliverer {
             state: RwLock::new((cfg, templates)),
             store,
             wake,
+            schedule_wake,
+            secret,
+            resolver,
         }
     }
-
     pub fn current(&self) -> (Arc<Config>, Arc<Templates>) {
         match self.state.read() {
             Ok(g) => g.clone(),
@@ -67,6 +104,10 @@ impl Deliverer {
         );
         async move {
             let (cfg, tpl) = self.current();
+            let auth = match (&self.resolver, carries_commands(&parsed, &env, &cfg)) {
+                (Some(r), true) => Some(auth::check(&cfg, &raw, &env, &parsed, r).await),
+                _ => None,
+            };
             let now = Timestamp::now();
             let res = commit_delivery(
                 &self.store,
@@ -76,6 +117,8 @@ impl Deliverer {
                 cfg.clone(),
                 tpl,
                 now,
+                auth,
+                self.secret.clone(),
             )
             .await;
             let ms = started.elapsed().as_millis();
@@ -84,6 +127,9 @@ impl Deliverer {
                     log_delivered(&parsed, &d, &cfg, ms);
                     if !d.intents.is_empty() {
                         self.wake.notify_one();
+                    }
+                    if !d.schedule.is_empty() {
+                        self.schedule_wake.notify_one();
                     }
                     Outcome::Stored {
                         id: outcome_id(&d, &cfg),
@@ -117,6 +163,7 @@ impl Handler for Deliverer {
 }
 
 /// Decides and writes one delivered message in one transaction, durably.
+#[allow(clippy::too_many_arguments)]
 pub async fn commit_delivery(
     store: &Store,
     raw: Arc<Vec<u8>>,
@@ -125,10 +172,31 @@ pub async fn commit_delivery(
     cfg: Arc<Config>,
     tpl: Arc<Templates>,
     now: Timestamp,
+    auth: Option<AuthResult>,
+    secret: Option<Arc<Secret>>,
 ) -> Result<Decision> {
     store
         .commit(Some(raw), move |tx, raw_ref| {
-            decide_and_apply(tx, raw_ref, &parsed, &env, &cfg, &tpl, now, Mode::Live)
+            let vouched_by = auth
+                .as_ref()
+                .and_then(|a| a.trusted_by(&cfg.commands.trust));
+            let notes: &[String] = auth.as_ref().map(|a| a.reasons.as_slice()).unwrap_or(&[]);
+            let ctx = Context {
+                vouched_by,
+                auth_notes: notes,
+                links: secret.as_deref().map(|s| s as &dyn LinkSigner),
+            };
+            decide_and_apply_with(
+                tx,
+                raw_ref,
+                &parsed,
+                &env,
+                &cfg,
+                &tpl,
+                now,
+                Mode::Live,
+                &ctx,
+            )
         })
         .await
 }
@@ -153,13 +221,43 @@ pub fn decide_and_apply(
     now: Timestamp,
     mode: Mode,
 ) -> Result<Decision> {
-    let mut d = decide(parsed, env, cfg, as_view(tx), now)?;
+    decide_and_apply_with(
+        tx,
+        raw_ref,
+        parsed,
+        env,
+        cfg,
+        tpl,
+        now,
+        mode,
+        &Context::default(),
+    )
+}
+
+/// [`decide_and_apply`] with authentication results and the link signer.
+#[allow(clippy::too_many_arguments)]
+pub fn decide_and_apply_with(
+    tx: &dyn Writes,
+    raw_ref: Option<SpoolRef>,
+    parsed: &Parsed,
+    env: &Envelope,
+    cfg: &Config,
+    tpl: &Templates,
+    now: Timestamp,
+    mode: Mode,
+    ctx: &Context,
+) -> Result<Decision> {
+    let mut d = decide_with(parsed, env, cfg, as_view(tx), now, ctx)?;
     if mode == Mode::Import {
         d.intents.clear();
         d.ack_times = None;
         d.no_ack_reason = Some("import: nothing is sent".into());
     }
-    let mails = render_all(&d, parsed, cfg, tpl, now);
+    if mode == Mode::Import {
+        // History: no reminders or reports for what happened long ago.
+        d.schedule.clear();
+    }
+    let mails = render_all_with(&d, parsed, cfg, tpl, now, ctx.links);
     let raw_ref = raw_ref.ok_or_else(|| crate::store::Error::Other("no raw message".into()))?;
     apply(tx, &d, parsed, mails, raw_ref, now)?;
     Ok(d)
@@ -200,6 +298,13 @@ pub fn apply(
     tx.put_stored_ids(&p.message_id, &d.stored_ids)?;
     let Some(t) = &d.ticket else {
         tx.put_apart(&record)?;
+        // A report request is kept apart and still schedules its report.
+        for (due, kind) in &d.schedule {
+            tx.add_job(*due, kind.clone(), now)?;
+        }
+        for m in mails {
+            tx.add_outbox(m)?;
+        }
         return Ok(());
     };
     if d.new_ticket {
@@ -232,6 +337,18 @@ pub fn apply(
     if let Some(other) = &d.also {
         tx.put_ticket(other)?;
     }
+    let mut t = t.clone();
+    for r in &d.cancel {
+        tx.take_job(*r)?;
+    }
+    for (due, kind) in &d.schedule {
+        let r = tx.add_job(*due, kind.clone(), now)?;
+        // A ticket remembers its reminders and wake-ups so done/release can
+        // remove them; a report job belongs to no ticket.
+        if matches!(kind, JobKind::Reminder { .. } | JobKind::Wake { .. }) {
+            t.scheduled.push(r);
+        }
+    }
     for mut m in mails {
         if let Some((r, _)) = m.body.as_mut() {
             *r = raw;
@@ -239,7 +356,7 @@ pub fn apply(
         tx.index_thread_key(&m.message_id, t.number)?;
         tx.add_outbox(m)?;
     }
-    tx.put_ticket(t)
+    tx.put_ticket(&t)
 }
 
 fn outcome_id(d: &Decision, cfg: &Config) -> String {

@@ -31,5 +31,7 @@ pub mod ingest;
 pub mod lmtp;
 pub mod outbox;
 pub mod render;
+pub mod schedule;
 pub mod shutdown;
 pub mod store;
+pub mod workflow;

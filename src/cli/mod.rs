@@ -4,6 +4,10 @@
 //! when none answers, they open the store themselves (sled allows one
 //! process at a time, so both at once is impossible by construction).
 
+pub mod check;
+pub mod export;
+pub mod import;
+
 use crate::config::{Config, LogFormat};
 use crate::control::{self, views, Request, Response};
 use crate::ingest::{parse::parse, Envelope};
@@ -52,6 +56,22 @@ pub enum Cmd {
         to: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Backfill history: every message through the same rules, nothing
+    /// sent. Stop the daemon first.
+    Import {
+        #[command(subcommand)]
+        cmd: import::ImportCmd,
+    },
+    /// Every ticket with its messages as JSON lines (the `ticket show
+    /// --json` shape). Reads the store: stop the daemon first.
+    Export {
+        /// Write here (atomically) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Include each message's raw bytes, base64.
+        #[arg(long)]
+        raw: bool,
     },
 }
 
@@ -118,12 +138,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::CheckConfig => {
             let cfg = load_config(config_path.as_deref())?;
-            Templates::load(cfg.templates_dir.as_deref())?;
-            match &config_path {
-                Some(p) => println!("{}: OK", p.display()),
-                None => println!("built-in default config: OK"),
+            match check::run(&cfg, config_path.as_deref())? {
+                true => Ok(ExitCode::SUCCESS),
+                false => Ok(ExitCode::FAILURE),
             }
-            Ok(ExitCode::SUCCESS)
         }
         Cmd::Serve => {
             let cfg = load_config(config_path.as_deref())?;
@@ -139,6 +157,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load_config(config_path.as_deref())?;
             init_logging(&cfg, "warn");
             explain(&cfg, from, to, json)
+        }
+        Cmd::Import { cmd } => {
+            let cfg = load_config(config_path.as_deref())?;
+            init_logging(&cfg, "warn");
+            import::run(&cfg, cmd)
+        }
+        Cmd::Export { out, raw } => {
+            let cfg = load_config(config_path.as_deref())?;
+            init_logging(&cfg, "warn");
+            export::run(&cfg, out.as_deref(), raw)
         }
     }
 }

@@ -11,7 +11,11 @@ use super::quote::own_text;
 use super::thread::{clean_subject, conversation_key, thread, Rule, ThreadMatch};
 use super::{Envelope, Parsed};
 use crate::config::{Config, Distribute};
-use crate::store::{Direction, MessageKind, Result, Status, StoredIds, Ticket, Timestamp, View};
+use crate::store::{
+    Direction, JobKind, MessageKind, Result, ScheduledRef, Status, StoredIds, Ticket, Timestamp,
+    View,
+};
+use crate::workflow::ops::{self, Effect, Notice};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,6 +44,13 @@ pub enum Action {
     Loop,
     /// Same Message-ID and content as a stored message: nothing changes.
     Duplicate,
+    /// Commands or an action address from staff, obeyed.
+    Command,
+    /// Commands refused (unauthenticated, malformed, not allowed): the mail
+    /// is kept and the sender told why.
+    Refused,
+    /// A report asked for by mail: scheduled to be built and sent.
+    Report,
 }
 
 impl Action {
@@ -56,6 +67,9 @@ impl Action {
             Action::Apart => "apart",
             Action::Loop => "loop",
             Action::Duplicate => "duplicate",
+            Action::Command => "command",
+            Action::Refused => "refused",
+            Action::Report => "report",
         }
     }
 }
@@ -68,6 +82,12 @@ pub enum Intent {
     Ack { to: String },
     /// The team's copy of this message.
     Copy { to: Vec<String> },
+    /// Tell the assignee they have the ticket, or that it was reopened.
+    Notice { to: String, notice: Notice },
+    /// Tell the customer, once, that the question was taken into work.
+    Taken { to: String },
+    /// Tell the sender why their commands were not obeyed.
+    Refusal { to: String, why: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -100,6 +120,29 @@ pub struct Decision {
     pub warnings: Vec<String>,
     /// Why an ack was not sent, when one could have been.
     pub no_ack_reason: Option<String>,
+    /// Jobs to schedule (reminders, wake-ups, reports) and jobs to remove.
+    pub schedule: Vec<(Timestamp, JobKind)>,
+    pub cancel: Vec<ScheduledRef>,
+    /// Commands obeyed, by name, for the log and `explain`.
+    pub commands: Vec<String>,
+}
+
+/// What the pure core is told from outside the transaction: who vouched
+/// for the sender (DKIM/SPF/Authentication-Results, checked before the
+/// transaction because it needs DNS), and how to sign and check action
+/// addresses (the secret lives in `data_dir`).
+#[derive(Default, Clone, Copy)]
+pub struct Context<'a> {
+    pub vouched_by: Option<&'a str>,
+    pub auth_notes: &'a [String],
+    pub links: Option<&'a dyn LinkSigner>,
+}
+
+/// Signs and checks action addresses; implemented over the secret in
+/// `data_dir`, and by fixed fakes in tests.
+pub trait LinkSigner: Sync {
+    fn sign(&self, action: &str, ticket: u64) -> String;
+    fn verify(&self, action: &str, ticket: u64, sig: &str) -> bool;
 }
 
 const ACK_WINDOW_SECS: i64 = 3600;
@@ -122,13 +165,26 @@ pub fn token(cfg: &Config, n: u64) -> String {
     format!("{}-{}", cfg.support.token_prefix, n)
 }
 
-/// Decides what a delivered message does. See the module comment.
+/// Decides what a delivered message does, with no authentication and no
+/// action-link secret (commands are then refused). See the module comment.
 pub fn decide(
     p: &Parsed,
     env: &Envelope,
     cfg: &Config,
     view: &dyn View,
     now: Timestamp,
+) -> Result<Decision> {
+    decide_with(p, env, cfg, view, now, &Context::default())
+}
+
+/// [`decide`] with what was learnt outside the transaction.
+pub fn decide_with(
+    p: &Parsed,
+    env: &Envelope,
+    cfg: &Config,
+    view: &dyn View,
+    now: Timestamp,
+    ctx: &Context,
 ) -> Result<Decision> {
     let class = classify(p, env, cfg);
     let own = own_text(&p.text);
@@ -171,6 +227,9 @@ pub fn decide(
             excerpt,
             warnings,
             no_ack_reason: Some("duplicate delivery".into()),
+            schedule: Vec::new(),
+            cancel: Vec::new(),
+            commands: Vec::new(),
         });
     }
     if !stored_ids.variants.is_empty() {
@@ -214,6 +273,9 @@ pub fn decide(
         excerpt,
         warnings,
         no_ack_reason: None,
+        schedule: Vec::new(),
+        cancel: Vec::new(),
+        commands: Vec::new(),
     };
 
     if class.kind == MailKind::Loop {
@@ -228,14 +290,64 @@ pub fn decide(
         Some(n) => view.ticket(n)?,
         None => None,
     };
+    if class.kind == MailKind::Ordinary {
+        if let Some(d) = super::decide_cmd::commands(
+            p,
+            env,
+            &class,
+            cfg,
+            view,
+            now,
+            ctx,
+            target.clone(),
+            &base,
+            &own,
+        )? {
+            return Ok(d);
+        }
+    }
     follow_up(p, &class, cfg, view, now, target, base, &own)
 }
 
-fn is_ours(addr: &str, cfg: &Config) -> bool {
+/// Turns state-machine effects into the decision's mail and jobs.
+pub(super) fn plan_effects(t: &mut Ticket, fx: Vec<Effect>, cfg: &Config, d: &mut Decision) {
+    for e in fx {
+        match e {
+            Effect::NotifyAssignee { agent, notice } => {
+                d.intents.push(Intent::Notice { to: agent, notice })
+            }
+            Effect::TellCustomerTaken => {
+                if !t.contact.is_empty() && !is_ours(&t.contact, cfg) && !cfg.is_staff(&t.contact) {
+                    d.intents.push(Intent::Taken {
+                        to: t.contact.clone(),
+                    });
+                }
+            }
+            Effect::CancelScheduled => d.cancel.append(&mut t.scheduled),
+            Effect::ScheduleReminder { agent, at } => d.schedule.push((
+                at,
+                JobKind::Reminder {
+                    ticket: t.number,
+                    agent,
+                },
+            )),
+            Effect::ScheduleWake { at } => {
+                d.schedule.push((at, JobKind::Wake { ticket: t.number }))
+            }
+            Effect::Learn { address, customer } => {
+                if !address.is_empty() {
+                    d.learn = Some((address, customer));
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn is_ours(addr: &str, cfg: &Config) -> bool {
     cfg.support_tag(addr).is_some()
 }
 
-fn recipients(p: &Parsed) -> impl Iterator<Item = &str> {
+pub(super) fn recipients(p: &Parsed) -> impl Iterator<Item = &str> {
     p.to.iter().chain(p.cc.iter()).map(|a| a.email.as_str())
 }
 
@@ -315,6 +427,9 @@ fn follow_up(
             }
         }
         t.last_message_at = now;
+        if d.kind == MessageKind::Agent {
+            t.last_excerpt = d.excerpt.clone();
+        }
         attach_message(&mut t, p, &d.internal_id, cfg);
         d.intents.extend(copy_intent(p, class, cfg, &t));
         finish(p, cfg, view, &mut d, t, false)?;
@@ -337,9 +452,8 @@ fn follow_up(
         }
         Status::Done => {
             d.action = Action::Reopen;
-            t.status = Status::Active;
-            t.ended_at = None;
-            t.reopened = true;
+            let fx = ops::reopen_by_customer(&mut t);
+            plan_effects(&mut t, fx, cfg, &mut d);
         }
         Status::Waiting | Status::Snoozed => {
             d.action = Action::Wake;
@@ -358,6 +472,7 @@ fn follow_up(
     t.replies += 1;
     t.last_direction = Direction::In;
     t.last_message_at = now;
+    t.last_excerpt = d.excerpt.clone();
     attach_message(&mut t, p, &d.internal_id, cfg);
     d.intents.extend(copy_intent(p, class, cfg, &t));
     finish(p, cfg, view, &mut d, t, false)?;
@@ -448,6 +563,8 @@ fn new_ticket(
         participants: Vec::new(),
         delivery_failures: Vec::new(),
         language: cfg.support.language.clone(),
+        scheduled: Vec::new(),
+        last_excerpt: d.excerpt.clone(),
     };
     d.customer = customer;
     d.kind = if class.staff {
@@ -521,7 +638,12 @@ fn ack_refusal(class: &Classification, cfg: &Config) -> Option<String> {
 
 /// Team copy recipients: the roster (or the assignee), never the sender,
 /// never someone the mail already reached directly.
-fn copy_intent(p: &Parsed, class: &Classification, cfg: &Config, t: &Ticket) -> Option<Intent> {
+pub(super) fn copy_intent(
+    p: &Parsed,
+    class: &Classification,
+    cfg: &Config,
+    t: &Ticket,
+) -> Option<Intent> {
     let direct: Vec<&str> = recipients(p).collect();
     let pool: Vec<String> = match (cfg.team.distribute, &t.assignee) {
         (Distribute::Assignee, Some(a)) => vec![a.clone()],
@@ -541,7 +663,7 @@ fn copy_intent(p: &Parsed, class: &Classification, cfg: &Config, t: &Ticket) -> 
     (!to.is_empty()).then_some(Intent::Copy { to })
 }
 
-fn attach_message(t: &mut Ticket, p: &Parsed, internal_id: &str, cfg: &Config) {
+pub(super) fn attach_message(t: &mut Ticket, p: &Parsed, internal_id: &str, cfg: &Config) {
     if !t.message_ids.iter().any(|m| m == internal_id) {
         t.message_ids.push(internal_id.to_string());
     }
@@ -559,7 +681,7 @@ fn attach_message(t: &mut Ticket, p: &Parsed, internal_id: &str, cfg: &Config) {
 }
 
 /// Indexes the message's keys for `t` and stores `t` in the decision.
-fn finish(
+pub(super) fn finish(
     p: &Parsed,
     _cfg: &Config,
     view: &dyn View,

@@ -111,6 +111,9 @@ fn kinds(d: &Decision) -> Vec<&'static str> {
         .map(|i| match i {
             Intent::Ack { .. } => "ack",
             Intent::Copy { .. } => "copy",
+            Intent::Notice { .. } => "notice",
+            Intent::Taken { .. } => "taken",
+            Intent::Refusal { .. } => "refusal",
         })
         .collect()
 }
@@ -305,6 +308,7 @@ fn done_ticket_reopens_within_window_and_follows_up_after() {
     deliver(&s, &c, &M::new("f1@x.test", "a@x.test", "Old"), at(0));
     let mut tk = t(&s, 1);
     tk.status = Status::Done;
+    tk.assignee = Some("alice@example.com".into());
     tk.ended_at = Some(at(100));
     s.put_ticket(&tk).unwrap();
     let d = deliver(
@@ -314,11 +318,31 @@ fn done_ticket_reopens_within_window_and_follows_up_after() {
         at(200),
     );
     assert_eq!(d.action, Action::Reopen);
+    assert_eq!(
+        kinds(&d),
+        vec!["notice", "copy"],
+        "the assignee hears of it"
+    );
     let tk = t(&s, 1);
     assert_eq!(
         (tk.status, tk.reopened, tk.ended_at),
         (Status::Active, true, None)
     );
+    // Done by nobody in particular: back to the unassigned queue, REOPENED.
+    let mut tk = t(&s, 1);
+    tk.status = Status::Done;
+    tk.assignee = None;
+    tk.ended_at = Some(at(150));
+    s.put_ticket(&tk).unwrap();
+    let d = deliver(
+        &s,
+        &c,
+        &M::new("f2b@x.test", "a@x.test", "Re: Old").reply_to("f1@x.test"),
+        at(210),
+    );
+    assert_eq!(d.action, Action::Reopen);
+    assert_eq!(t(&s, 1).status, Status::Unassigned);
+    assert!(t(&s, 1).reopened);
 
     let mut tk = t(&s, 1);
     tk.status = Status::Done;

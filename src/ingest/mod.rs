@@ -6,9 +6,12 @@
 pub mod classify;
 pub mod customer;
 pub mod decide;
+mod decide_cmd;
 pub mod parse;
 pub mod quote;
 pub mod thread;
+#[cfg(test)]
+mod thread_props;
 
 use serde::{Deserialize, Serialize};
 

@@ -640,6 +640,8 @@ mod tests {
             participants: vec!["customer@example.net".into()],
             delivery_failures: Vec::new(),
             language: "en".into(),
+            scheduled: Vec::new(),
+            last_excerpt: String::new(),
         }
     }
 

@@ -8,7 +8,9 @@
 //! customer's MIME headers carried over.
 
 use crate::config::Config;
-use crate::ingest::decide::{token, Decision, Intent};
+pub mod desk;
+
+use crate::ingest::decide::{token, Decision, Intent, LinkSigner};
 use crate::ingest::thread::tokens;
 use crate::ingest::Parsed;
 use crate::store::{OutboxEntry, OutboxState, Ticket, Timestamp};
@@ -41,6 +43,66 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         "et",
         "ack.txt",
         include_str!("../../config/templates/et/ack.txt"),
+    ),
+    (
+        "en",
+        "notice.txt",
+        include_str!("../../config/templates/en/notice.txt"),
+    ),
+    (
+        "et",
+        "notice.txt",
+        include_str!("../../config/templates/et/notice.txt"),
+    ),
+    (
+        "en",
+        "taken.txt",
+        include_str!("../../config/templates/en/taken.txt"),
+    ),
+    (
+        "et",
+        "taken.txt",
+        include_str!("../../config/templates/et/taken.txt"),
+    ),
+    (
+        "en",
+        "refusal.txt",
+        include_str!("../../config/templates/en/refusal.txt"),
+    ),
+    (
+        "et",
+        "refusal.txt",
+        include_str!("../../config/templates/et/refusal.txt"),
+    ),
+    (
+        "en",
+        "reminder.txt",
+        include_str!("../../config/templates/en/reminder.txt"),
+    ),
+    (
+        "et",
+        "reminder.txt",
+        include_str!("../../config/templates/et/reminder.txt"),
+    ),
+    (
+        "en",
+        "report.txt",
+        include_str!("../../config/templates/en/report.txt"),
+    ),
+    (
+        "et",
+        "report.txt",
+        include_str!("../../config/templates/et/report.txt"),
+    ),
+    (
+        "en",
+        "digest.txt",
+        include_str!("../../config/templates/en/digest.txt"),
+    ),
+    (
+        "et",
+        "digest.txt",
+        include_str!("../../config/templates/et/digest.txt"),
     ),
 ];
 
@@ -172,7 +234,7 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-fn put(out: &mut Vec<u8>, name: &str, value: impl Header) {
+pub(crate) fn put(out: &mut Vec<u8>, name: &str, value: impl Header) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     // Writing into a Vec cannot fail.
@@ -198,7 +260,8 @@ fn subject_with_token(subject: &str, cfg: &Config, n: u64) -> String {
     }
 }
 
-/// Renders every intent of a decision into outbox entries (ids unset).
+/// Renders every intent of a decision into outbox entries (ids unset),
+/// without action links.
 pub fn render_all(
     d: &Decision,
     p: &Parsed,
@@ -206,20 +269,55 @@ pub fn render_all(
     tpl: &Templates,
     now: Timestamp,
 ) -> Vec<OutboxEntry> {
-    let Some(t) = d.ticket.as_ref() else {
-        return Vec::new();
+    render_all_with(d, p, cfg, tpl, now, None)
+}
+
+/// [`render_all`] with a signer for the one-click action links.
+pub fn render_all_with(
+    d: &Decision,
+    p: &Parsed,
+    cfg: &Config,
+    tpl: &Templates,
+    now: Timestamp,
+    signer: Option<&dyn LinkSigner>,
+) -> Vec<OutboxEntry> {
+    let placeholder;
+    let t = match d.ticket.as_ref() {
+        Some(t) => t,
+        None => {
+            // A refusal with no ticket to hang it on still goes out.
+            placeholder = desk::view_less_ticket(cfg, now);
+            &placeholder
+        }
     };
+    let by = d.classification.sender.as_str();
     d.intents
         .iter()
+        .filter(|i| d.ticket.is_some() || matches!(i, Intent::Refusal { .. }))
         .map(|i| match i {
             Intent::Ack { to } => ack(to, t, d, p, cfg, tpl, now),
             Intent::Copy { to } => copy(to, t, d, p, cfg, now),
+            Intent::Notice { to, notice } => desk::notice(
+                to,
+                *notice,
+                by,
+                t,
+                &format!("{}:{to}", d.internal_id),
+                cfg,
+                tpl,
+                signer,
+                now,
+            ),
+            Intent::Taken { to } => desk::taken(to, t, &d.internal_id, cfg, tpl, now),
+            Intent::Refusal { to, why } => {
+                desk::refusal(to, why, &p.subject, &p.message_id, t, cfg, tpl, now)
+            }
         })
         .collect()
 }
 
 /// An outbox row for this ticket with everything but the mail itself.
-fn entry(kind: &str, t: &Ticket, cfg: &Config, now: Timestamp) -> OutboxEntry {
+pub(crate) fn entry(kind: &str, t: &Ticket, cfg: &Config, now: Timestamp) -> OutboxEntry {
     OutboxEntry {
         id: 0,
         ticket: Some(t.number),
@@ -252,7 +350,7 @@ fn raw_body_from(offset: usize) -> Option<(crate::store::SpoolRef, u64)> {
     ))
 }
 
-fn common_headers(out: &mut Vec<u8>, kind: &str, t: &Ticket, cfg: &Config) {
+pub(crate) fn common_headers(out: &mut Vec<u8>, kind: &str, t: &Ticket, cfg: &Config) {
     put(out, "X-Postdesk-Kind", Raw::new(kind.to_string()));
     put(out, "X-Postdesk-Ticket", Raw::new(token(cfg, t.number)));
     put(out, "X-Postdesk-Loop", Raw::new(cfg.support_address()));

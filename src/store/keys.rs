@@ -5,6 +5,7 @@
 pub const NEXT_TICKET: &[u8] = b"meta/next_ticket";
 pub const NEXT_OUTBOX: &[u8] = b"meta/next_outbox";
 pub const NEXT_APART: &[u8] = b"meta/next_apart";
+pub const NEXT_JOB: &[u8] = b"meta/next_job";
 
 pub const TICKET: &[u8] = b"t/";
 pub const MESSAGE: &[u8] = b"m/";
@@ -16,6 +17,7 @@ pub const OUTBOX: &[u8] = b"o/";
 pub const QUEUE: &[u8] = b"q/";
 pub const ACKS: &[u8] = b"r/";
 pub const LEARNED: &[u8] = b"u/";
+pub const SCHEDULE: &[u8] = b"s/";
 
 fn cat(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -63,6 +65,15 @@ pub fn queue_upper(due_ms: i64) -> Vec<u8> {
 pub fn queue_id(key: &[u8]) -> Option<u64> {
     let tail = key.get(QUEUE.len() + 8..QUEUE.len() + 16)?;
     Some(u64::from_be_bytes(tail.try_into().ok()?))
+}
+/// Scheduler job, due-ordered like the outbox queue.
+pub fn job(due_ms: i64, id: u64) -> Vec<u8> {
+    let due = (due_ms as u64) ^ (1 << 63);
+    cat(SCHEDULE, &[&due.to_be_bytes(), &id.to_be_bytes()])
+}
+pub fn job_upper(due_ms: i64) -> Vec<u8> {
+    let due = (due_ms as u64) ^ (1 << 63);
+    cat(SCHEDULE, &[&due.to_be_bytes(), &u64::MAX.to_be_bytes()])
 }
 pub fn acks(address: &str) -> Vec<u8> {
     cat(ACKS, &[address.as_bytes()])

@@ -2,7 +2,10 @@
 //! test bench (whole conversations decided and applied without disk), and
 //! the reference the real backends must agree with.
 
-use super::{MessageRecord, OutboxEntry, Result, StoredIds, Ticket, Timestamp, View, Writes};
+use super::{
+    Job, JobKind, MessageRecord, OutboxEntry, Result, ScheduledRef, StoredIds, Ticket, Timestamp,
+    View, Writes,
+};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -18,6 +21,7 @@ pub struct Data {
     pub acks: BTreeMap<String, Vec<Timestamp>>,
     pub learned: BTreeMap<String, String>,
     pub outbox: Vec<OutboxEntry>,
+    pub jobs: BTreeMap<u64, Job>,
 }
 
 #[derive(Default, Debug)]
@@ -124,6 +128,23 @@ impl Writes for MemStore {
             .learned
             .insert(address.to_string(), customer.to_string());
         Ok(())
+    }
+    fn add_job(&self, due: Timestamp, kind: JobKind, now: Timestamp) -> Result<ScheduledRef> {
+        let mut d = self.data.borrow_mut();
+        let id = d.jobs.keys().next_back().copied().unwrap_or(0) + 1;
+        d.jobs.insert(
+            id,
+            Job {
+                id,
+                due,
+                kind,
+                created_at: now,
+            },
+        );
+        Ok(ScheduledRef { id, due })
+    }
+    fn take_job(&self, r: ScheduledRef) -> Result<Option<Job>> {
+        Ok(self.data.borrow_mut().jobs.remove(&r.id))
     }
     fn add_outbox(&self, mut e: OutboxEntry) -> Result<u64> {
         let mut d = self.data.borrow_mut();

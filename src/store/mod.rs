@@ -115,4 +115,8 @@ pub trait Writes: View {
     fn learn_customer(&self, address: &str, customer: &str) -> Result<()>;
     /// Adds an outbox entry, assigning its id, and queues it.
     fn add_outbox(&self, e: OutboxEntry) -> Result<u64>;
+    /// Schedules a job, assigning its id.
+    fn add_job(&self, due: Timestamp, kind: JobKind, now: Timestamp) -> Result<ScheduledRef>;
+    /// Removes a job; `Ok(None)` when it is already gone (fired or removed).
+    fn take_job(&self, r: ScheduledRef) -> Result<Option<Job>>;
 }

@@ -122,6 +122,50 @@ pub struct Ticket {
     pub delivery_failures: Vec<DeliveryFailure>,
     /// The language the customer is answered in.
     pub language: String,
+    /// Pending reminders and wake-ups of this ticket (SPEC: reminders), so
+    /// done/release/spam can remove them.
+    #[serde(default)]
+    pub scheduled: Vec<ScheduledRef>,
+    /// The own text (quotes stripped) of the last customer or agent mail:
+    /// the preview in reports and notices.
+    #[serde(default)]
+    pub last_excerpt: String,
+}
+
+/// A job of the durable scheduler, as a ticket remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledRef {
+    pub id: u64,
+    pub due: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobKind {
+    /// Remind the assignee of an active ticket.
+    Reminder { ticket: u64, agent: String },
+    /// Wake a snoozed ticket.
+    Wake { ticket: u64 },
+    /// The daily digest to the team leads.
+    Digest,
+    /// A report asked for by mail (`support+report@`): built when the job
+    /// runs, from every ticket, which a delivery transaction cannot scan.
+    Report {
+        to: String,
+        all: bool,
+        in_reply_to: String,
+        subject: String,
+    },
+}
+
+/// Scheduled work: survives restarts, runs late rather than never, and is
+/// removed in the same transaction as its effects, so it fires once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    pub due: Timestamp,
+    pub kind: JobKind,
+    pub created_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,8 +11,8 @@
 use super::keys;
 use super::spool::{self, Spool};
 use super::{
-    decode, encode, Error, MessageRecord, OutboxEntry, OutboxState, Result, SpoolRef, StoredIds,
-    Ticket, Timestamp, View, Writes,
+    decode, encode, Error, Job, JobKind, MessageRecord, OutboxEntry, OutboxState, Result,
+    ScheduledRef, SpoolRef, StoredIds, Ticket, Timestamp, View, Writes,
 };
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::any::Any;
@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 type AnyBox = Box<dyn Any + Send>;
 type JobFn = Box<dyn Fn(&Tx, Option<SpoolRef>) -> Result<AnyBox> + Send>;
 
-struct Job {
+struct CommitJob {
     raw: Option<Arc<Vec<u8>>>,
     f: JobFn,
     reply: oneshot::Sender<Result<AnyBox>>,
@@ -43,7 +43,7 @@ struct Inner {
     tree: sled::Tree,
     data_dir: PathBuf,
     spool_dir: PathBuf,
-    jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    jobs: Mutex<Option<mpsc::UnboundedSender<CommitJob>>>,
     stats: Mutex<CommitStats>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -122,7 +122,7 @@ impl Store {
         F: Fn(&Tx, Option<SpoolRef>) -> Result<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job = Job {
+        let job = CommitJob {
             raw,
             f: Box::new(move |tx, r| f(tx, r).map(|v| Box::new(v) as AnyBox)),
             reply,
@@ -146,7 +146,7 @@ impl Store {
         F: Fn(&Tx, Option<SpoolRef>) -> Result<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job = Job {
+        let job = CommitJob {
             raw,
             f: Box::new(move |tx, r| f(tx, r).map(|v| Box::new(v) as AnyBox)),
             reply,
@@ -266,6 +266,41 @@ impl Store {
         Ok(ids)
     }
 
+    /// Jobs due at or before `now`, earliest first.
+    pub fn jobs_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
+        let upper = keys::job_upper(now.as_millisecond());
+        let mut out = Vec::new();
+        for kv in self.inner.tree.range(keys::SCHEDULE.to_vec()..=upper) {
+            let (k, v) = kv?;
+            out.push(decode(&v).map_err(|why| Error::Corrupt {
+                key: format!("{k:?}"),
+                why,
+            })?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest due time of any job.
+    pub fn jobs_next_due(&self) -> Result<Option<Timestamp>> {
+        Ok(self.jobs_due(Timestamp::MAX, 1)?.first().map(|j| j.due))
+    }
+
+    /// Every pending job, earliest first (status and tests).
+    pub fn jobs(&self) -> Result<Vec<Job>> {
+        let mut out = Vec::new();
+        for kv in self.inner.tree.scan_prefix(keys::SCHEDULE) {
+            let (k, v) = kv?;
+            out.push(decode(&v).map_err(|why| Error::Corrupt {
+                key: format!("{k:?}"),
+                why,
+            })?);
+        }
+        Ok(out)
+    }
+
     /// The earliest due time in the outbox queue, if any.
     pub fn outbox_next_due(&self) -> Result<Option<Timestamp>> {
         match self.inner.tree.scan_prefix(keys::QUEUE).next() {
@@ -339,11 +374,11 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 
 fn committer(
     inner: Arc<Inner>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    mut rx: mpsc::UnboundedReceiver<CommitJob>,
     mut spool: Spool,
     db_file: File,
 ) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<CommitJob> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -620,5 +655,25 @@ impl Writes for Tx<'_> {
     }
     fn add_outbox(&self, e: OutboxEntry) -> Result<u64> {
         Tx::add_outbox(self, e)
+    }
+    fn add_job(&self, due: Timestamp, kind: JobKind, now: Timestamp) -> Result<ScheduledRef> {
+        let id = self.counter(keys::NEXT_JOB, 1)?;
+        self.put(keys::NEXT_JOB.to_vec(), (id + 1).to_be_bytes().to_vec())?;
+        let job = Job {
+            id,
+            due,
+            kind,
+            created_at: now,
+        };
+        self.put(keys::job(due.as_millisecond(), id), encode(&job))?;
+        Ok(ScheduledRef { id, due })
+    }
+    fn take_job(&self, r: ScheduledRef) -> Result<Option<Job>> {
+        let key = keys::job(r.due.as_millisecond(), r.id);
+        let job: Option<Job> = self.get(&key)?;
+        if job.is_some() {
+            self.del(key)?;
+        }
+        Ok(job)
     }
 }

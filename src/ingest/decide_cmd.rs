@@ -1,0 +1,382 @@
+//! Commands in the decision (SPEC §5): mail to an action address
+//! (`support+done-12-SIG@`), a report request (`support+report@`), or `#`
+//! lines at the top of an agent's mail. Obeyed only from staff, and only
+//! when a means listed in `commands.trust` vouches; anything else is
+//! refused with a reply that says why, and the mail is kept either way.
+
+use super::classify::Classification;
+use super::decide::{
+    attach_message, copy_intent, finish, plan_effects, recipients, Action, Context, Decision,
+    Intent,
+};
+use super::{Envelope, Parsed};
+use crate::config::Config;
+use crate::store::{Direction, JobKind, MessageKind, Result, Status, Ticket, Timestamp, View};
+use crate::workflow::command::{self, Command};
+use crate::workflow::ops;
+
+/// What a recipient's plus-tag asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tag {
+    Action {
+        action: String,
+        ticket: u64,
+        sig: String,
+    },
+    Report {
+        all: bool,
+    },
+    Other(String),
+}
+
+const ACTIONS: &[&str] = &[
+    "take",
+    "done",
+    "release",
+    "spam",
+    "snooze",
+    "reopen",
+    "confirm",
+    "rate-good",
+    "rate-neutral",
+    "rate-bad",
+];
+
+/// `done-12-sig`, `report`, `report-all`, or anything else (a routing tag).
+pub fn parse_tag(tag: &str) -> Tag {
+    let tag = tag.to_ascii_lowercase();
+    match tag.as_str() {
+        "report" => return Tag::Report { all: false },
+        "report-all" => return Tag::Report { all: true },
+        _ => {}
+    }
+    // From the right: actions may contain a dash (rate-good).
+    let mut parts = tag.rsplitn(3, '-');
+    if let (Some(sig), Some(num), Some(action)) = (parts.next(), parts.next(), parts.next()) {
+        if let Ok(ticket) = num.parse::<u64>() {
+            if ACTIONS.contains(&action) && !sig.is_empty() {
+                return Tag::Action {
+                    action: action.to_string(),
+                    ticket,
+                    sig: sig.to_string(),
+                };
+            }
+        }
+    }
+    Tag::Other(tag)
+}
+
+fn tags(env: &Envelope, cfg: &Config) -> Vec<Tag> {
+    env.rcpt_to
+        .iter()
+        .filter_map(|r| cfg.support_tag(r))
+        .filter(|t| !t.is_empty())
+        .map(|t| parse_tag(&t))
+        .collect()
+}
+
+fn trusts(cfg: &Config, means: &str) -> bool {
+    cfg.commands.trust.iter().any(|t| t == means)
+}
+
+/// `Ok(None)`: the mail carries no command; the ordinary rules go on.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn commands(
+    p: &Parsed,
+    env: &Envelope,
+    class: &Classification,
+    cfg: &Config,
+    view: &dyn View,
+    now: Timestamp,
+    ctx: &Context,
+    target: Option<Ticket>,
+    base: &Decision,
+    own: &str,
+) -> Result<Option<Decision>> {
+    let tags = tags(env, cfg);
+    let sender = class.sender.clone();
+    let on_roster = cfg
+        .team
+        .agents
+        .iter()
+        .any(|a| a.email.eq_ignore_ascii_case(&sender));
+
+    // A report request: the reply goes to the roster address only, so it
+    // needs no further authentication.
+    if let Some(all) = tags.iter().find_map(|t| match t {
+        Tag::Report { all } => Some(*all),
+        _ => None,
+    }) {
+        let mut d = base.clone();
+        d.kind = MessageKind::Command;
+        if on_roster {
+            d.action = Action::Report;
+            d.commands
+                .push(if all { "report-all" } else { "report" }.into());
+            d.schedule.push((
+                now,
+                JobKind::Report {
+                    to: sender,
+                    all,
+                    in_reply_to: p.message_id.clone(),
+                    subject: p.subject.clone(),
+                },
+            ));
+        } else {
+            // No reply to a stranger: a report address must not reflect mail.
+            d.action = Action::Refused;
+            d.warnings.push(format!(
+                "report asked for by {sender}, who is not on the roster: ignored"
+            ));
+        }
+        return Ok(Some(d));
+    }
+
+    // A signed action address: one click in any mail client.
+    if let Some((action, n, sig)) = tags.iter().find_map(|t| match t {
+        Tag::Action {
+            action,
+            ticket,
+            sig,
+        } => Some((action.clone(), *ticket, sig.clone())),
+        _ => None,
+    }) {
+        let mut d = base.clone();
+        d.kind = MessageKind::Command;
+        let Some(mut t) = view.ticket(n)? else {
+            return Ok(Some(refuse(
+                d,
+                class,
+                None,
+                vec![format!(
+                    "there is no ticket {}",
+                    super::decide::token(cfg, n)
+                )],
+            )));
+        };
+        let signed =
+            trusts(cfg, "signed_address") && ctx.links.is_some_and(|l| l.verify(&action, n, &sig));
+        let mut why = Vec::new();
+        if !class.staff {
+            why.push(format!("{sender} is not on the team"));
+        }
+        if !signed && ctx.vouched_by.is_none() {
+            why.push(format!(
+                "the action link's signature is not valid for {action} on {}, and nothing else vouched for the sender ({})",
+                super::decide::token(cfg, n),
+                auth_summary(ctx)
+            ));
+        }
+        let cmd = match action.as_str() {
+            "take" => Some(Command::Take),
+            "done" => Some(Command::Done),
+            "release" => Some(Command::Release),
+            "spam" => Some(Command::Spam),
+            "reopen" => Some(Command::Reopen),
+            "snooze" => command::parse_until("1d", now).map(|until| Command::Snooze { until }),
+            _ => None,
+        };
+        let Some(cmd) = cmd else {
+            why.push(format!("the {action} action is not available on this desk"));
+            return Ok(Some(refuse(d, class, Some(t), why)));
+        };
+        if !why.is_empty() {
+            return Ok(Some(refuse(d, class, Some(t), why)));
+        }
+        d.status_before = Some(t.status);
+        let before = t.clone();
+        match ops::apply(&mut t, &cmd, &sender, cfg, now) {
+            Ok(fx) => {
+                plan_effects(&mut t, fx, cfg, &mut d);
+                d.commands.push(cmd.name().into());
+                d.action = Action::Command;
+                attach_message(&mut t, p, &d.internal_id, cfg);
+                finish(p, cfg, view, &mut d, t, false)?;
+            }
+            Err(e) => return Ok(Some(refuse(d, class, Some(before), vec![e]))),
+        }
+        return Ok(Some(d));
+    }
+
+    // `#` lines at the top of a staff member's own text.
+    if !class.staff {
+        return Ok(None);
+    }
+    let parsed = command::parse(own, &cfg.support.token_prefix, now);
+    if parsed.is_empty() {
+        return Ok(None);
+    }
+    let mut d = base.clone();
+    let attach_to = parsed.commands.iter().find_map(|c| match c {
+        Command::Attach { ticket } => Some(*ticket),
+        _ => None,
+    });
+    let target = match attach_to {
+        Some(n) => view.ticket(n)?,
+        None => target,
+    };
+    let mut why: Vec<String> = parsed
+        .bad
+        .iter()
+        .map(|b| format!("{}: {}", b.line, b.why))
+        .collect();
+    if let (Some(n), None) = (attach_to, &target) {
+        why.push(format!(
+            "#attach: there is no ticket {}",
+            super::decide::token(cfg, n)
+        ));
+    }
+    let Some(mut t) = target else {
+        if why.is_empty() {
+            why.push(format!(
+                "no ticket to act on: keep the ticket's token (e.g. [{}-12]) in the subject",
+                cfg.support.token_prefix
+            ));
+        }
+        return Ok(Some(refuse(d, class, None, why)));
+    };
+    if ctx.vouched_by.is_none() {
+        why.push(format!(
+            "your mail is not authenticated ({})",
+            auth_summary(ctx)
+        ));
+    }
+    if !why.is_empty() {
+        return Ok(Some(refuse(d, class, Some(t), why)));
+    }
+
+    d.status_before = Some(t.status);
+    let before = t.clone();
+    let is_note = parsed.commands.contains(&Command::Note);
+    let contact_included = recipients(p).any(|a| a == t.contact);
+    if contact_included && !is_note {
+        // An answer to the customer that also carries commands.
+        d.kind = MessageKind::Agent;
+        t.replies += 1;
+        t.last_direction = Direction::Out;
+        t.last_excerpt = d.excerpt.clone();
+        if t.status == Status::Unassigned {
+            t.assignee = Some(class.sender.clone());
+            t.status = Status::Active;
+        }
+    } else {
+        d.kind = if is_note {
+            MessageKind::Note
+        } else {
+            MessageKind::Command
+        };
+    }
+    for c in &parsed.commands {
+        match ops::apply(&mut t, c, &class.sender, cfg, now) {
+            Ok(fx) => {
+                plan_effects(&mut t, fx, cfg, &mut d);
+                d.commands.push(c.name().into());
+            }
+            Err(e) => {
+                // All or nothing: a half-obeyed list surprises everyone.
+                let mut d = base.clone();
+                d.kind = MessageKind::Command;
+                return Ok(Some(refuse(
+                    d,
+                    class,
+                    Some(before),
+                    vec![format!("#{}: {e}; nothing was done", c.name())],
+                )));
+            }
+        }
+    }
+    d.action = Action::Command;
+    t.last_message_at = now;
+    attach_message(&mut t, p, &d.internal_id, cfg);
+    if let Some(n) = attach_to {
+        // The stray mail's own original (forwarded inside it) joins too, so
+        // the customer's later replies to it follow.
+        d.thread.why = format!("#attach {}", super::decide::token(cfg, n));
+        for id in &p.returned_message_ids {
+            if view.ticket_by_key(id)?.is_none() {
+                d.index_keys.push(id.clone());
+            }
+        }
+    }
+    if d.kind != MessageKind::Command {
+        d.intents.extend(copy_intent(p, class, cfg, &t));
+    }
+    let extra = std::mem::take(&mut d.index_keys);
+    finish(p, cfg, view, &mut d, t, false)?;
+    for k in extra {
+        if !d.index_keys.contains(&k) {
+            d.index_keys.push(k);
+        }
+    }
+    Ok(Some(d))
+}
+
+fn auth_summary(ctx: &Context) -> String {
+    if ctx.auth_notes.is_empty() {
+        "no DKIM, SPF or Authentication-Results vouched for it".into()
+    } else {
+        ctx.auth_notes.join("; ")
+    }
+}
+
+/// The refusal: the mail is kept (on the ticket when there is one), nothing
+/// changes, and a staff sender is told why. Outsiders get no reply, so an
+/// action address never reflects mail to a forged sender outside the team.
+fn refuse(
+    mut d: Decision,
+    class: &Classification,
+    t: Option<Ticket>,
+    why: Vec<String>,
+) -> Decision {
+    d.action = Action::Refused;
+    d.kind = MessageKind::Command;
+    d.warnings.push(format!(
+        "commands refused from {}: {}",
+        class.sender,
+        why.join("; ")
+    ));
+    if class.staff && !class.sender.is_empty() {
+        d.intents.push(Intent::Refusal {
+            to: class.sender.clone(),
+            why,
+        });
+    }
+    if let Some(mut t) = t {
+        d.status_before = Some(t.status);
+        if !t.message_ids.contains(&d.internal_id) {
+            t.message_ids.push(d.internal_id.clone());
+        }
+        d.ticket = Some(t);
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags() {
+        assert_eq!(parse_tag("report"), Tag::Report { all: false });
+        assert_eq!(parse_tag("Report-All"), Tag::Report { all: true });
+        assert_eq!(
+            parse_tag("rate-good-12-abc"),
+            Tag::Action {
+                action: "rate-good".into(),
+                ticket: 12,
+                sig: "abc".into()
+            }
+        );
+        assert_eq!(
+            parse_tag("done-7-xyz"),
+            Tag::Action {
+                action: "done".into(),
+                ticket: 7,
+                sig: "xyz".into()
+            }
+        );
+        assert_eq!(parse_tag("billing"), Tag::Other("billing".into()));
+        assert_eq!(parse_tag("take-12"), Tag::Other("take-12".into()));
+        assert_eq!(parse_tag("frob-1-x"), Tag::Other("frob-1-x".into()));
+    }
+}

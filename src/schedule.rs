@@ -1,0 +1,297 @@
+//! The durable scheduler: reminders, snooze wake-ups, reports and the
+//! daily digest.
+//!
+//! Jobs live in the store (`s/` keys, due-ordered), written in the same
+//! transaction as the decision that made them. This task sleeps until the
+//! earliest due time (or until woken when a delivery scheduled something),
+//! and runs each due job in one transaction that also removes the job: it
+//! fires once, and a job that came due while postdesk was down runs late
+//! rather than never. Reports and the digest need every ticket, which a
+//! transaction cannot scan, so the tickets are read just before.
+
+use crate::config::Config;
+use crate::ingest::decide::LinkSigner;
+use crate::render::{desk, Templates};
+use crate::shutdown::Shutdown;
+use crate::store::{Job, JobKind, ScheduledRef, Status, Store, Timestamp, Writes};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+pub type Current = Arc<dyn Fn() -> (Arc<Config>, Arc<Templates>) + Send + Sync>;
+
+/// What one job did, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fired {
+    Sent(usize),
+    /// The job no longer applied (ticket done, reassigned, woken already).
+    Skipped(&'static str),
+    Gone,
+}
+
+/// The next time `digest_at` ("08:00 Europe/Tallinn", or "08:00" for UTC)
+/// comes after `now`.
+pub fn next_digest(digest_at: &str, now: Timestamp) -> Result<Timestamp, String> {
+    let mut parts = digest_at.split_whitespace();
+    let time = parts.next().unwrap_or("");
+    let tz = parts.next().unwrap_or("UTC");
+    let time: jiff::civil::Time = time
+        .parse()
+        .map_err(|e| format!("policy.digest_at: {time:?} is not a time of day like 08:00 ({e})"))?;
+    let tz = jiff::tz::TimeZone::get(tz)
+        .map_err(|e| format!("policy.digest_at: {tz:?} is not a time zone ({e})"))?;
+    let today = now.to_zoned(tz.clone()).date();
+    for days in 0..3 {
+        let date = today
+            .checked_add(jiff::Span::new().days(days))
+            .map_err(|e| e.to_string())?;
+        let at = date
+            .to_datetime(time)
+            .to_zoned(tz.clone())
+            .map_err(|e| e.to_string())?
+            .timestamp();
+        if at > now {
+            return Ok(at);
+        }
+    }
+    Err("policy.digest_at: no next occurrence".into())
+}
+
+/// Makes sure exactly one digest job is pending when `policy.digest_at` is
+/// set (at start, and after each digest the job schedules the next).
+pub async fn ensure_digest(store: &Store, cfg: &Config) -> Result<(), String> {
+    let Some(at) = cfg.policy.digest_at.clone() else {
+        return Ok(());
+    };
+    let pending = store
+        .jobs()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .any(|j| j.kind == JobKind::Digest);
+    if pending {
+        return Ok(());
+    }
+    let now = Timestamp::now();
+    let due = next_digest(&at, now)?;
+    store
+        .commit(None, move |tx, _| tx.add_job(due, JobKind::Digest, now))
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(due = %due, "digest scheduled");
+    Ok(())
+}
+
+/// Runs one job inside one transaction; `tickets` is a fresh read of every
+/// ticket for reports and the digest.
+pub fn run_job(
+    tx: &dyn Writes,
+    job: &Job,
+    tickets: &[crate::store::Ticket],
+    cfg: &Config,
+    tpl: &Templates,
+    signer: Option<&dyn LinkSigner>,
+    now: Timestamp,
+) -> crate::store::Result<Fired> {
+    let r = ScheduledRef {
+        id: job.id,
+        due: job.due,
+    };
+    let Some(job) = tx.take_job(r)? else {
+        return Ok(Fired::Gone);
+    };
+    match &job.kind {
+        JobKind::Reminder { ticket, agent } => {
+            let Some(mut t) = tx.ticket(*ticket)? else {
+                return Ok(Fired::Skipped("ticket gone"));
+            };
+            t.scheduled.retain(|s| s.id != job.id);
+            tx.put_ticket(&t)?;
+            if t.status != Status::Active || t.assignee.as_deref() != Some(agent.as_str()) {
+                return Ok(Fired::Skipped("no longer active with that agent"));
+            }
+            tx.add_outbox(desk::reminder(agent, &t, job.id, cfg, tpl, signer, now))?;
+            Ok(Fired::Sent(1))
+        }
+        JobKind::Wake { ticket } => {
+            let Some(mut t) = tx.ticket(*ticket)? else {
+                return Ok(Fired::Skipped("ticket gone"));
+            };
+            t.scheduled.retain(|s| s.id != job.id);
+            let woke = t.status == Status::Snoozed;
+            if woke {
+                t.status = Status::Active;
+            }
+            tx.put_ticket(&t)?;
+            Ok(if woke {
+                Fired::Sent(0)
+            } else {
+                Fired::Skipped("not snoozed any more")
+            })
+        }
+        JobKind::Report {
+            to,
+            all,
+            in_reply_to,
+            subject,
+        } => {
+            let mail = desk::report(
+                to,
+                *all,
+                in_reply_to,
+                subject,
+                tickets,
+                cfg,
+                tpl,
+                signer,
+                now,
+            );
+            tx.add_outbox(mail)?;
+            Ok(Fired::Sent(1))
+        }
+        JobKind::Digest => {
+            let mut n = 0;
+            for lead in &cfg.team.leads {
+                tx.add_outbox(desk::digest(lead, tickets, cfg, tpl, now))?;
+                n += 1;
+            }
+            // The next one, once: a digest missed during downtime is sent
+            // late, not once per missed day.
+            if let Some(at) = &cfg.policy.digest_at {
+                if let Ok(next) = next_digest(at, now) {
+                    tx.add_job(next, JobKind::Digest, now)?;
+                }
+            }
+            Ok(Fired::Sent(n))
+        }
+    }
+}
+
+fn kind_name(k: &JobKind) -> &'static str {
+    match k {
+        JobKind::Reminder { .. } => "reminder",
+        JobKind::Wake { .. } => "wake",
+        JobKind::Report { .. } => "report",
+        JobKind::Digest => "digest",
+    }
+}
+
+pub async fn run(
+    store: Store,
+    current: Current,
+    signer: Option<Arc<dyn LinkSigner + Send>>,
+    wake: Arc<Notify>,
+    outbox: Arc<Notify>,
+    mut shutdown: Shutdown,
+) {
+    {
+        let (cfg, _) = current();
+        if let Err(e) = ensure_digest(&store, &cfg).await {
+            tracing::warn!(error = %e, "digest not scheduled");
+        }
+    }
+    loop {
+        if shutdown.is_set() {
+            return;
+        }
+        // Register before looking, so a wake-up during the scan is not lost.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let now = Timestamp::now();
+        let due = match store.jobs_due(now, 64) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler: cannot read jobs; retrying in 1s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for job in due {
+            let (cfg, tpl) = current();
+            let needs_tickets = matches!(job.kind, JobKind::Report { .. } | JobKind::Digest);
+            let tickets = if needs_tickets {
+                let s = store.clone();
+                tokio::task::spawn_blocking(move || s.tickets())
+                    .await
+                    .map_err(|e| crate::store::Error::Other(e.to_string()))
+                    .and_then(|r| r)
+            } else {
+                Ok(Vec::new())
+            };
+            let tickets = match tickets {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, job = job.id, "scheduler: cannot read tickets");
+                    continue;
+                }
+            };
+            let signer2 = signer.clone();
+            let j = job.clone();
+            let res = store
+                .commit(None, move |tx, _| {
+                    let s: Option<&dyn LinkSigner> = match &signer2 {
+                        Some(s) => Some(s.as_ref()),
+                        None => None,
+                    };
+                    run_job(tx, &j, &tickets, &cfg, &tpl, s, now)
+                })
+                .await;
+            let late = now.duration_since(job.due).as_secs();
+            let ticket = match &job.kind {
+                JobKind::Reminder { ticket, .. } | JobKind::Wake { ticket } => ticket.to_string(),
+                _ => "-".into(),
+            };
+            match res {
+                Ok(Fired::Sent(n)) => {
+                    tracing::info!(job = job.id, kind = kind_name(&job.kind), ticket = %ticket, mails = n, late_s = late, "fired");
+                    if n > 0 {
+                        outbox.notify_one();
+                    }
+                }
+                Ok(Fired::Skipped(why)) => {
+                    tracing::info!(job = job.id, kind = kind_name(&job.kind), ticket = %ticket, "skipped: {why}");
+                }
+                Ok(Fired::Gone) => {}
+                Err(e) => {
+                    tracing::warn!(job = job.id, error = %e, "scheduler: job failed; retrying later");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let sleep_for = match store.jobs_next_due() {
+            Ok(Some(t)) => {
+                let ms = t.duration_since(Timestamp::now()).as_millis().max(0) as u64;
+                Duration::from_millis(ms.min(60_000))
+            }
+            Ok(None) => Duration::from_secs(60),
+            Err(_) => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = &mut notified => {},
+            _ = tokio::time::sleep(sleep_for) => {},
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_times_follow_the_zone() {
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        // 08:00 in Tallinn (UTC+2 in winter) has passed today: tomorrow 06:00Z.
+        assert_eq!(
+            next_digest("08:00 Europe/Tallinn", now).unwrap(),
+            "2026-11-23T06:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(
+            next_digest("13:30", now).unwrap(),
+            "2026-11-22T13:30:00Z".parse::<Timestamp>().unwrap()
+        );
+        assert!(next_digest("25:00", now).is_err());
+        assert!(next_digest("08:00 Mars/Olympus", now).is_err());
+    }
+}
