@@ -79,7 +79,8 @@ pub async fn run(
         Ok(r) => Some(Arc::new(r)),
         Err(e) => {
             tracing::warn!(error = %e, "no DNS resolver: dkim and spf cannot vouch for commands");
-            None
+            // Authentication-Results needs no DNS: keep that means working.
+            Resolver::offline().ok().map(Arc::new)
         }
     };
     let wake = Arc::new(Notify::new());

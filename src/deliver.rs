@@ -11,12 +11,15 @@
 //! 4. log the SPEC's `delivered …` line (only here) and wake the sender.
 
 use crate::config::Config;
-use crate::ingest::decide::{decide, decide_with, token, Action, Context, Decision, LinkSigner};
+use crate::ingest::decide::{
+    decide, decide_with, token, Action, Context, Decision, Intent, LinkSigner,
+};
 use crate::ingest::{parse::parse, Envelope, Parsed};
 use crate::lmtp::{BoxFuture, Handler, Outcome};
-use crate::render::{render_all, render_all_with, Templates};
+use crate::render::{desk, render_all, render_all_with, Templates};
 use crate::store::{
-    JobKind, MessageRecord, OutboxEntry, Result, SpoolRef, Store, Timestamp, View, Writes,
+    JobKind, MessageRecord, OutboxEntry, Result, ScheduledRef, SpoolRef, Store, Ticket, Timestamp,
+    View, Writes,
 };
 use crate::workflow::auth::{self, AuthResult, Resolver};
 use crate::workflow::links::{self, Secret};
@@ -338,17 +341,7 @@ pub fn apply(
         tx.put_ticket(other)?;
     }
     let mut t = t.clone();
-    for r in &d.cancel {
-        tx.take_job(*r)?;
-    }
-    for (due, kind) in &d.schedule {
-        let r = tx.add_job(*due, kind.clone(), now)?;
-        // A ticket remembers its reminders and wake-ups so done/release can
-        // remove them; a report job belongs to no ticket.
-        if matches!(kind, JobKind::Reminder { .. } | JobKind::Wake { .. }) {
-            t.scheduled.push(r);
-        }
-    }
+    write_jobs(tx, &mut t, &d.cancel, &d.schedule, now)?;
     for mut m in mails {
         if let Some((r, _)) = m.body.as_mut() {
             *r = raw;
@@ -433,4 +426,95 @@ pub fn explain(
         None => run(&crate::store::EmptyView)?,
     };
     Ok((parsed, d, mails))
+}
+
+/// Removes cancelled jobs and adds scheduled ones; a ticket remembers its
+/// reminders and wake-ups so done/release can remove them.
+fn write_jobs(
+    tx: &dyn Writes,
+    t: &mut Ticket,
+    cancel: &[ScheduledRef],
+    schedule: &[(Timestamp, JobKind)],
+    now: Timestamp,
+) -> Result<()> {
+    for r in cancel {
+        tx.take_job(*r)?;
+    }
+    for (due, kind) in schedule {
+        let r = tx.add_job(*due, kind.clone(), now)?;
+        if matches!(kind, JobKind::Reminder { .. } | JobKind::Wake { .. }) {
+            t.scheduled.push(r);
+        }
+    }
+    Ok(())
+}
+
+/// What a command given outside mail (the CLI) did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CommandOutcome {
+    pub token: String,
+    pub command: String,
+    pub status_before: crate::store::Status,
+    pub status_after: crate::store::Status,
+    pub assignee: Option<String>,
+    pub sent: Vec<String>,
+}
+
+/// A command on ticket `n` by `actor` through the same state machine as
+/// mail: `Ok(Err(why))` is a refusal, nothing changed.
+#[allow(clippy::too_many_arguments)]
+pub fn command_transaction(
+    tx: &dyn Writes,
+    n: u64,
+    cmd: &crate::workflow::command::Command,
+    actor: &str,
+    cfg: &Config,
+    tpl: &Templates,
+    signer: Option<&dyn LinkSigner>,
+    now: Timestamp,
+) -> Result<std::result::Result<CommandOutcome, String>> {
+    let Some(mut t) = tx.ticket(n)? else {
+        return Ok(Err(format!("no ticket {}", token(cfg, n))));
+    };
+    let before = t.status;
+    let fx = match crate::workflow::ops::apply(&mut t, cmd, actor, cfg, now) {
+        Ok(fx) => fx,
+        Err(e) => return Ok(Err(e)),
+    };
+    let plan = crate::ingest::decide::plan(&mut t, fx, cfg);
+    write_jobs(tx, &mut t, &plan.cancel, &plan.schedule, now)?;
+    if let Some((addr, customer)) = &plan.learn {
+        tx.learn_customer(addr, customer)?;
+    }
+    let cause = format!("cli:{}:{}:{}", cmd.name(), n, now.as_millisecond());
+    let mut sent = Vec::new();
+    for i in &plan.intents {
+        let mail = match i {
+            Intent::Notice { to, notice } => desk::notice(
+                to,
+                *notice,
+                actor,
+                &t,
+                &format!("{cause}:{to}"),
+                cfg,
+                tpl,
+                signer,
+                now,
+            ),
+            Intent::Taken { to } => desk::taken(to, &t, &cause, cfg, tpl, now),
+            _ => continue,
+        };
+        sent.push(format!("{} to {}", mail.kind, mail.rcpt_to.join(",")));
+        tx.index_thread_key(&mail.message_id, t.number)?;
+        tx.add_outbox(mail)?;
+    }
+    tx.put_ticket(&t)?;
+    Ok(Ok(CommandOutcome {
+        token: token(cfg, n),
+        command: cmd.name().into(),
+        status_before: before,
+        status_after: t.status,
+        assignee: t.assignee.clone(),
+        sent,
+    }))
 }

@@ -29,6 +29,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// enough.
 const TEMPLATE_NAMES: &[&str] = &["ack.txt"];
 const SAMPLE_TOKEN_NUMBER: u64 = 123;
+/// How our LMTP greeting ends (`lmtp::reply::greeting`; a test keeps the
+/// two together): how a held listener is recognised as postdesk's.
+const OUR_GREETING: &str = " LMTP postdesk ready";
+/// A server greets at once; a port that stays silent is not worth more.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -236,7 +241,9 @@ fn check_tcp_listener(cfg: &Config, spec: &str, addr: SocketAddr, daemon: bool, 
 /// our daemon answers on this config's control socket.
 fn in_use(spec: &str, greeting: Option<String>, daemon: bool, cfg: &Config, r: &mut Report) {
     let key = "listen.lmtp";
-    let postdesk = greeting.as_deref().is_some_and(|g| g.contains("postdesk"));
+    let postdesk = greeting
+        .as_deref()
+        .is_some_and(|g| g.starts_with("220") && g.ends_with(OUR_GREETING));
     let shown = greeting
         .as_deref()
         .map(|g| format!("greeting {g:?}"))
@@ -267,7 +274,7 @@ fn read_greeting<S: Read>(s: S) -> Option<String>
 where
     S: SetTimeout,
 {
-    s.set_timeout(PROBE_TIMEOUT);
+    s.set_timeout(GREETING_TIMEOUT);
     let mut line = String::new();
     BufReader::new(s.take(4096)).read_line(&mut line).ok()?;
     let line = line.trim_end().to_string();
@@ -970,6 +977,12 @@ fn check_team(cfg: &Config, r: &mut Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_greeting_is_recognised() {
+        let g = crate::lmtp::reply::greeting("mx.example.com");
+        assert!(g.trim_end().ends_with(OUR_GREETING), "{g}");
+    }
 
     #[test]
     fn relay_urls_come_apart() {

@@ -234,10 +234,11 @@ type Pending<'a> = Pin<Box<dyn Future<Output = crate::store::Result<Decision>> +
 
 struct InFlight<'a> {
     fut: Pending<'a>,
-    /// 1-based position in the mbox, and the Message-ID: for errors.
+    /// 1-based position in the mbox: for errors.
     number: u64,
-    message_id: String,
+    parsed: Arc<crate::ingest::Parsed>,
     len: usize,
+    submitted: Instant,
 }
 
 struct Import {
@@ -277,14 +278,17 @@ impl Import {
                 .unwrap_or(self.file_time);
             last_time = Some(now);
             let env = Envelope {
-                mail_from: envelope_sender(&msg.raw).unwrap_or_else(|| {
-                    parsed
-                        .from
-                        .as_ref()
-                        .or(parsed.sender.as_ref())
-                        .map(|a| a.email.clone())
-                        .unwrap_or_default()
-                }),
+                mail_from: envelope_sender(&msg.raw)
+                    .or_else(|| {
+                        parsed
+                            .from
+                            .as_ref()
+                            .or(parsed.sender.as_ref())
+                            .map(|a| a.email.clone())
+                            .filter(|e| !e.is_empty())
+                    })
+                    .or_else(|| from_line_sender(&msg.from_line))
+                    .unwrap_or_default(),
                 rcpt_to: vec![self.cfg.support.address.clone()],
             };
             let len = msg.raw.len();
@@ -301,11 +305,12 @@ impl Import {
             let inflight = InFlight {
                 fut,
                 number: s.messages,
-                message_id: parsed.message_id.clone(),
+                parsed,
                 len,
+                submitted: Instant::now(),
             };
             match first {
-                Poll::Ready(r) => finish(&mut s, &inflight, r)?,
+                Poll::Ready(r) => finish(&mut s, &inflight, r, &self.cfg)?,
                 Poll::Pending => {
                     queued_bytes += len;
                     queue.push_back(inflight);
@@ -314,17 +319,17 @@ impl Import {
             while queue.len() >= MAX_IN_FLIGHT || queued_bytes > MAX_IN_FLIGHT_BYTES {
                 let Some(f) = queue.pop_front() else { break };
                 queued_bytes -= f.len;
-                let r = wait(f, &mut s).await;
+                let r = wait(f, &mut s, &self.cfg).await;
                 if r.is_err() {
                     // The first failure is the one to report; the rest of
                     // the queue is only collected for the counts.
-                    let _later = drain(queue, &mut s).await;
+                    let _later = drain(queue, &mut s, &self.cfg).await;
                     self.progress.finish();
                     return r.map(|_| s);
                 }
             }
         }
-        let r = drain(queue, &mut s).await;
+        let r = drain(queue, &mut s, &self.cfg).await;
         self.progress.finish();
         r.map(|_| s)
     }
@@ -332,35 +337,39 @@ impl Import {
 
 /// Collects the rest of the queue (they were submitted: each is committed
 /// or not, and the summary should say so), returning the first error.
-async fn drain(queue: VecDeque<InFlight<'_>>, s: &mut Summary) -> anyhow::Result<()> {
+async fn drain(queue: VecDeque<InFlight<'_>>, s: &mut Summary, cfg: &Config) -> anyhow::Result<()> {
     let mut first_err = None;
     for f in queue {
-        if let Err(e) = wait(f, s).await {
+        if let Err(e) = wait(f, s, cfg).await {
             first_err.get_or_insert(e);
         }
     }
     first_err.map_or(Ok(()), Err)
 }
 
-async fn wait(mut f: InFlight<'_>, s: &mut Summary) -> anyhow::Result<()> {
+async fn wait(mut f: InFlight<'_>, s: &mut Summary, cfg: &Config) -> anyhow::Result<()> {
     let r = f.fut.as_mut().await;
-    finish(s, &f, r)
+    finish(s, &f, r, cfg)
 }
 
 fn finish(
     s: &mut Summary,
     f: &InFlight<'_>,
     r: crate::store::Result<Decision>,
+    cfg: &Config,
 ) -> anyhow::Result<()> {
     match r {
         Ok(d) => {
             s.record(&d);
+            // The daemon's `delivered` line, at info level: `RUST_LOG=info`
+            // shows what became of each message.
+            crate::deliver::log_delivered(&f.parsed, &d, cfg, f.submitted.elapsed().as_millis());
             Ok(())
         }
         Err(e) => Err(anyhow!(e).context(format!(
             "message {} of the mbox (<{}>) could not be stored; the messages before it \
              are, and running the same import again skips them as duplicates",
-            f.number, f.message_id
+            f.number, f.parsed.message_id
         ))),
     }
 }
@@ -386,6 +395,19 @@ pub fn envelope_sender(raw: &[u8]) -> Option<String> {
         }
     }
     None
+}
+
+/// The sender on the `From sender date` line, when it is an address. Last
+/// in line after `Return-Path` and the From header: tools write all sorts
+/// there (`-`, a commit id, `MAILER-DAEMON` for any unknown sender), and a
+/// made-up null sender would turn a person's mail into an auto-reply.
+fn from_line_sender(line: &str) -> Option<String> {
+    let s = line.strip_prefix("From ")?.split_whitespace().next()?;
+    let s = s.trim_start_matches('<').trim_end_matches('>');
+    match s.split_once('@') {
+        Some((l, d)) if !l.is_empty() && !d.is_empty() => Some(s.to_ascii_lowercase()),
+        _ => None,
+    }
 }
 
 /// Unfolded (name, value) header fields, up to the first empty line.
@@ -688,6 +710,22 @@ mod tests {
             Some("")
         );
         assert_eq!(envelope_sender(b"From: x@y\n\nReturn-Path: <a@b>\n"), None);
+    }
+
+    #[test]
+    fn from_line_sender_only_when_it_is_an_address() {
+        let f = |l: &str| from_line_sender(l);
+        assert_eq!(
+            f("From Jane@Example.org Thu Jan  1 00:00:00 2024").as_deref(),
+            Some("jane@example.org")
+        );
+        assert_eq!(f("From - Thu Jan  1 00:00:00 2024"), None);
+        assert_eq!(f("From MAILER-DAEMON Thu Jan  1 00:00:00 2024"), None);
+        assert_eq!(
+            f("From 0123abcd Mon Sep 17 00:00:00 2001"),
+            None,
+            "git format-patch"
+        );
     }
 
     #[test]

@@ -45,7 +45,9 @@ fn write_tree(cmd: &clap::Command, out_dir: &Path, out: &mut Vec<PathBuf>) -> st
 }
 
 fn page(cmd: &clap::Command) -> Man {
-    Man::new(cmd.clone()).manual("postdesk manual")
+    Man::new(cmd.clone())
+        .manual("postdesk manual")
+        .source(concat!("postdesk ", env!("CARGO_PKG_VERSION")))
 }
 
 fn top_page_extra() -> Roff {
@@ -65,7 +67,7 @@ fn top_page_extra() -> Roff {
             "the LMTP socket Postfix delivers to (listen.lmtp)",
         ),
         (
-            "/lib/systemd/system/postdesk.service",
+            "/usr/lib/systemd/system/postdesk.service",
             "the systemd unit",
         ),
     ] {
@@ -79,9 +81,7 @@ fn top_page_extra() -> Roff {
     r.text([roman("the config file, when --config is not given")]);
     r.control("TP", []);
     r.text([bold("RUST_LOG")]);
-    r.text([roman(
-        "overrides log.level, e.g. RUST_LOG=postdesk=debug",
-    )]);
+    r.text([roman("overrides log.level, e.g. RUST_LOG=postdesk=debug")]);
     r.control("SH", ["SEE ALSO"]);
     r.text([
         bold("postfix"),

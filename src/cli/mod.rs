@@ -38,6 +38,18 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the daemon: LMTP listeners, outbox sender, control socket.
     Serve,
+    /// Tickets started, done, open and reopened, and the median time to
+    /// done, per agent or customer.
+    Stats {
+        /// agent or customer
+        #[arg(long, default_value = "agent")]
+        by: String,
+        /// Window, e.g. 30d.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the config file and say what is wrong, with key and line.
     CheckConfig,
     /// Look at tickets.
@@ -95,6 +107,28 @@ pub enum TicketCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Take a ticket for an agent (the full process: notice, reminder,
+    /// customer told once).
+    Take {
+        token: String,
+        /// The agent taking it (a roster address or its local part).
+        #[arg(long = "as", value_name = "AGENT")]
+        agent: String,
+    },
+    /// Assign a ticket to an agent (Directo: redirect).
+    Assign { token: String, agent: String },
+    /// Clear the assignee: back to unassigned.
+    Release { token: String },
+    /// Mark done.
+    Done { token: String },
+    /// Reopen a done, closed or deleted ticket.
+    Reopen { token: String },
+    /// Snooze until a duration from now (2d) or a date (2026-12-01).
+    Snooze { token: String, until: String },
+    /// Mark as spam: deleted, hidden from reports.
+    Spam { token: String },
+    /// Set the ticket's customer and teach the directory.
+    Customer { token: String, id: String },
 }
 
 pub fn main() -> ExitCode {
@@ -157,6 +191,51 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load_config(config_path.as_deref())?;
             init_logging(&cfg, "warn");
             explain(&cfg, from, to, json)
+        }
+        Cmd::Stats { by, since, json } => {
+            let cfg = load_config(config_path.as_deref())?;
+            init_logging(&cfg, "warn");
+            let v = ask(
+                &cfg,
+                Request::Stats {
+                    by: by.clone(),
+                    since: Some(since),
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:<32} {:>7} {:>5} {:>5} {:>8} {:>12}",
+                    by.to_uppercase(),
+                    "STARTED",
+                    "DONE",
+                    "OPEN",
+                    "REOPENED",
+                    "MEDIAN DONE"
+                );
+                for r in v["rows"].as_array().cloned().unwrap_or_default() {
+                    let median = r["median_seconds_to_done"]
+                        .as_i64()
+                        .map(|sec| {
+                            crate::render::desk::age(
+                                Timestamp::UNIX_EPOCH,
+                                Timestamp::from_second(sec).unwrap_or(Timestamp::UNIX_EPOCH),
+                            )
+                        })
+                        .unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<32} {:>7} {:>5} {:>5} {:>8} {:>12}",
+                        s(&r, &by),
+                        r["started"],
+                        r["done"],
+                        r["open"],
+                        r["reopened"],
+                        median
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Import { cmd } => {
             let cfg = load_config(config_path.as_deref())?;
@@ -285,6 +364,11 @@ fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
                 cfg.data_dir.display()
             ),
             Request::Ping => bail!("no daemon is running"),
+            Request::TicketCommand { token, .. } => bail!(
+                "no ticket {token}: the data directory {} holds no store",
+                cfg.data_dir.display()
+            ),
+            Request::Stats { by, .. } => Ok(serde_json::json!({"by": by, "rows": []})),
         };
     }
     let store = Store::open(&cfg.data_dir).with_context(|| {
@@ -315,6 +399,20 @@ fn ticket(cmd: TicketCmd, cfg: &Config) -> anyhow::Result<ExitCode> {
                 print_list(&v);
             }
         }
+        TicketCmd::Take { token, agent } => ticket_command(cfg, &token, "take", None, &agent)?,
+        TicketCmd::Assign { token, agent } => {
+            ticket_command(cfg, &token, "assign", Some(agent), "cli")?
+        }
+        TicketCmd::Release { token } => ticket_command(cfg, &token, "release", None, "cli")?,
+        TicketCmd::Done { token } => ticket_command(cfg, &token, "done", None, "cli")?,
+        TicketCmd::Reopen { token } => ticket_command(cfg, &token, "reopen", None, "cli")?,
+        TicketCmd::Snooze { token, until } => {
+            ticket_command(cfg, &token, "snooze", Some(until), "cli")?
+        }
+        TicketCmd::Spam { token } => ticket_command(cfg, &token, "spam", None, "cli")?,
+        TicketCmd::Customer { token, id } => {
+            ticket_command(cfg, &token, "customer", Some(id), "cli")?
+        }
         TicketCmd::Show { token, json } => {
             let v = ask(cfg, Request::TicketShow { token })?;
             if json {
@@ -325,6 +423,41 @@ fn ticket(cmd: TicketCmd, cfg: &Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn ticket_command(
+    cfg: &Config,
+    token: &str,
+    command: &str,
+    arg: Option<String>,
+    actor: &str,
+) -> anyhow::Result<()> {
+    let v = ask(
+        cfg,
+        Request::TicketCommand {
+            token: token.to_string(),
+            command: command.to_string(),
+            arg,
+            actor: actor.to_string(),
+        },
+    )?;
+    println!(
+        "{} {}: {} -> {}{}",
+        s(&v, "token"),
+        s(&v, "command"),
+        s(&v, "status_before"),
+        s(&v, "status_after"),
+        v.get("assignee")
+            .and_then(|a| a.as_str())
+            .map(|a| format!(" ({a})"))
+            .unwrap_or_default()
+    );
+    if let Some(sent) = v.get("sent").and_then(|x| x.as_array()) {
+        for m in sent.iter().filter_map(|m| m.as_str()) {
+            println!("  queued: {m}");
+        }
+    }
+    Ok(())
 }
 
 fn s<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {

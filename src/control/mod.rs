@@ -34,6 +34,19 @@ pub enum Request {
         raw: String,
         envelope: Envelope,
     },
+    /// A workflow command on a ticket, through the same state machine as
+    /// mail (`ticket take|assign|release|done|reopen|snooze|spam|customer`).
+    TicketCommand {
+        token: String,
+        command: String,
+        arg: Option<String>,
+        /// Who acts: a roster address for `take`; shown in notices.
+        actor: String,
+    },
+    Stats {
+        by: String,
+        since: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,11 +84,63 @@ pub fn handle(req: Request, store: &Store, cfg: &Config, tpl: &Templates) -> Res
                 Err(e) => Err(format!("raw message is not base64: {e}")),
             }
         }
+        Request::TicketCommand {
+            token,
+            command,
+            arg,
+            actor,
+        } => ticket_command(store, cfg, tpl, &token, &command, arg.as_deref(), &actor),
+        Request::Stats { by, since } => {
+            views::stats(store, &by, since.as_deref(), Timestamp::now())
+        }
     };
     match r {
         Ok(v) => Response::Ok(v),
         Err(e) => Response::Err(e),
     }
+}
+
+fn ticket_command(
+    store: &Store,
+    cfg: &Config,
+    tpl: &Templates,
+    tok: &str,
+    command: &str,
+    arg: Option<&str>,
+    actor: &str,
+) -> Result<serde_json::Value, String> {
+    let n = views::parse_token(tok, cfg).ok_or_else(|| {
+        format!(
+            "{tok:?} is not a ticket token (e.g. {}-12)",
+            cfg.support.token_prefix
+        )
+    })?;
+    let now = Timestamp::now();
+    let cmd = crate::workflow::command::command(
+        command,
+        arg.unwrap_or(""),
+        &cfg.support.token_prefix,
+        now,
+    )?;
+    let secret =
+        crate::workflow::links::load_or_create_secret(&cfg.data_dir).map_err(|e| e.to_string())?;
+    let (cfg2, tpl2, actor) = (cfg.clone(), tpl.clone(), actor.to_string());
+    let out = store
+        .commit_blocking(None, move |tx, _| {
+            crate::deliver::command_transaction(
+                tx,
+                n,
+                &cmd,
+                &actor,
+                &cfg2,
+                &tpl2,
+                Some(&secret),
+                now,
+            )
+        })
+        .map_err(|e| e.to_string())??;
+    tracing::info!(ticket = %out.token, command = %out.command, status = %format_args!("{}->{}", out.status_before, out.status_after), "cli command");
+    serde_json::to_value(out).map_err(|e| e.to_string())
 }
 
 /// Binds the control socket (mode 0600: it can do what the CLI can).

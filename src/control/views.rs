@@ -29,6 +29,8 @@ pub struct TicketJson {
     pub related: Vec<String>,
     pub message_ids: Vec<String>,
     pub delivery_failures: Vec<crate::store::DeliveryFailure>,
+    /// Pending reminder and wake-up times.
+    pub reminders: Vec<Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +73,7 @@ pub fn ticket_json(t: &Ticket, cfg: &Config) -> TicketJson {
         related: t.related.iter().map(|n| token(cfg, *n)).collect(),
         message_ids: t.message_ids.clone(),
         delivery_failures: t.delivery_failures.clone(),
+        reminders: t.scheduled.iter().map(|r| r.due).collect(),
     }
 }
 
@@ -204,4 +207,77 @@ pub fn explain(
         "no_ack_reason": d.no_ack_reason,
         "warnings": d.warnings,
     }))
+}
+
+/// `stats --by agent|customer [--since 30d]`: per group, tickets started in
+/// the window, done in the window, open now, reopened, and the median time
+/// from start to done.
+pub fn stats(
+    store: &Store,
+    by: &str,
+    since: Option<&str>,
+    now: Timestamp,
+) -> Result<serde_json::Value, String> {
+    let window = match since {
+        Some(s) => s
+            .parse::<crate::config::Duration>()
+            .map_err(|e| format!("--since: {e}"))?,
+        None => crate::config::Duration::from_secs(30 * 86400),
+    };
+    let from = now
+        .checked_sub(window.signed())
+        .map_err(|e| format!("--since: {e}"))?;
+    let key = |t: &Ticket| -> String {
+        match by {
+            "customer" => t.customer.clone().unwrap_or_else(|| "(none)".into()),
+            _ => t.assignee.clone().unwrap_or_else(|| "(unassigned)".into()),
+        }
+    };
+    if by != "agent" && by != "customer" {
+        return Err(format!("--by {by:?}: agent or customer"));
+    }
+    #[derive(Default)]
+    struct Acc {
+        started: u64,
+        done: u64,
+        open: u64,
+        reopened: u64,
+        to_done: Vec<i64>,
+    }
+    let mut groups: std::collections::BTreeMap<String, Acc> = Default::default();
+    for t in store.tickets().map_err(|e| e.to_string())? {
+        if t.status == Status::Deleted {
+            continue;
+        }
+        let a = groups.entry(key(&t)).or_default();
+        if t.started_at >= from {
+            a.started += 1;
+        }
+        if t.status.is_open() {
+            a.open += 1;
+        }
+        if t.reopened {
+            a.reopened += 1;
+        }
+        if let Some(end) = t.ended_at.filter(|e| *e >= from) {
+            a.done += 1;
+            a.to_done.push(end.duration_since(t.started_at).as_secs());
+        }
+    }
+    let rows: Vec<serde_json::Value> = groups
+        .into_iter()
+        .map(|(k, mut a)| {
+            a.to_done.sort_unstable();
+            let median = (!a.to_done.is_empty()).then(|| a.to_done[a.to_done.len() / 2]);
+            serde_json::json!({
+                by: k,
+                "started": a.started,
+                "done": a.done,
+                "open": a.open,
+                "reopened": a.reopened,
+                "median_seconds_to_done": median,
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({"by": by, "since": window.to_string(), "rows": rows}))
 }

@@ -310,21 +310,33 @@ pub fn decide_with(
 }
 
 /// Turns state-machine effects into the decision's mail and jobs.
-pub(super) fn plan_effects(t: &mut Ticket, fx: Vec<Effect>, cfg: &Config, d: &mut Decision) {
+/// Mail and jobs that state-machine effects call for.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    pub intents: Vec<Intent>,
+    pub schedule: Vec<(Timestamp, JobKind)>,
+    pub cancel: Vec<ScheduledRef>,
+    pub learn: Option<(String, String)>,
+}
+
+/// Turns state-machine effects into mail and jobs (shared by mail commands
+/// and the CLI).
+pub fn plan(t: &mut Ticket, fx: Vec<Effect>, cfg: &Config) -> Plan {
+    let mut p = Plan::default();
     for e in fx {
         match e {
             Effect::NotifyAssignee { agent, notice } => {
-                d.intents.push(Intent::Notice { to: agent, notice })
+                p.intents.push(Intent::Notice { to: agent, notice })
             }
             Effect::TellCustomerTaken => {
                 if !t.contact.is_empty() && !is_ours(&t.contact, cfg) && !cfg.is_staff(&t.contact) {
-                    d.intents.push(Intent::Taken {
+                    p.intents.push(Intent::Taken {
                         to: t.contact.clone(),
                     });
                 }
             }
-            Effect::CancelScheduled => d.cancel.append(&mut t.scheduled),
-            Effect::ScheduleReminder { agent, at } => d.schedule.push((
+            Effect::CancelScheduled => p.cancel.append(&mut t.scheduled),
+            Effect::ScheduleReminder { agent, at } => p.schedule.push((
                 at,
                 JobKind::Reminder {
                     ticket: t.number,
@@ -332,14 +344,25 @@ pub(super) fn plan_effects(t: &mut Ticket, fx: Vec<Effect>, cfg: &Config, d: &mu
                 },
             )),
             Effect::ScheduleWake { at } => {
-                d.schedule.push((at, JobKind::Wake { ticket: t.number }))
+                p.schedule.push((at, JobKind::Wake { ticket: t.number }))
             }
             Effect::Learn { address, customer } => {
                 if !address.is_empty() {
-                    d.learn = Some((address, customer));
+                    p.learn = Some((address, customer));
                 }
             }
         }
+    }
+    p
+}
+
+pub(super) fn plan_effects(t: &mut Ticket, fx: Vec<Effect>, cfg: &Config, d: &mut Decision) {
+    let p = plan(t, fx, cfg);
+    d.intents.extend(p.intents);
+    d.schedule.extend(p.schedule);
+    d.cancel.extend(p.cancel);
+    if p.learn.is_some() {
+        d.learn = p.learn;
     }
 }
 

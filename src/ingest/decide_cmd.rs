@@ -13,65 +13,15 @@ use super::{Envelope, Parsed};
 use crate::config::Config;
 use crate::store::{Direction, JobKind, MessageKind, Result, Status, Ticket, Timestamp, View};
 use crate::workflow::command::{self, Command};
+use crate::workflow::links::{parse_plus_tag, PlusTag};
 use crate::workflow::ops;
 
-/// What a recipient's plus-tag asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Tag {
-    Action {
-        action: String,
-        ticket: u64,
-        sig: String,
-    },
-    Report {
-        all: bool,
-    },
-    Other(String),
-}
-
-const ACTIONS: &[&str] = &[
-    "take",
-    "done",
-    "release",
-    "spam",
-    "snooze",
-    "reopen",
-    "confirm",
-    "rate-good",
-    "rate-neutral",
-    "rate-bad",
-];
-
-/// `done-12-sig`, `report`, `report-all`, or anything else (a routing tag).
-pub fn parse_tag(tag: &str) -> Tag {
-    let tag = tag.to_ascii_lowercase();
-    match tag.as_str() {
-        "report" => return Tag::Report { all: false },
-        "report-all" => return Tag::Report { all: true },
-        _ => {}
-    }
-    // From the right: actions may contain a dash (rate-good).
-    let mut parts = tag.rsplitn(3, '-');
-    if let (Some(sig), Some(num), Some(action)) = (parts.next(), parts.next(), parts.next()) {
-        if let Ok(ticket) = num.parse::<u64>() {
-            if ACTIONS.contains(&action) && !sig.is_empty() {
-                return Tag::Action {
-                    action: action.to_string(),
-                    ticket,
-                    sig: sig.to_string(),
-                };
-            }
-        }
-    }
-    Tag::Other(tag)
-}
-
-fn tags(env: &Envelope, cfg: &Config) -> Vec<Tag> {
+fn tags(env: &Envelope, cfg: &Config) -> Vec<PlusTag> {
     env.rcpt_to
         .iter()
         .filter_map(|r| cfg.support_tag(r))
-        .filter(|t| !t.is_empty())
-        .map(|t| parse_tag(&t))
+        .map(|t| parse_plus_tag(&t))
+        .filter(|t| *t != PlusTag::None)
         .collect()
 }
 
@@ -104,7 +54,8 @@ pub(super) fn commands(
     // A report request: the reply goes to the roster address only, so it
     // needs no further authentication.
     if let Some(all) = tags.iter().find_map(|t| match t {
-        Tag::Report { all } => Some(*all),
+        PlusTag::Report | PlusTag::ReportCategory(_) => Some(false),
+        PlusTag::ReportAll => Some(true),
         _ => None,
     }) {
         let mut d = base.clone();
@@ -134,11 +85,12 @@ pub(super) fn commands(
 
     // A signed action address: one click in any mail client.
     if let Some((action, n, sig)) = tags.iter().find_map(|t| match t {
-        Tag::Action {
+        PlusTag::Action {
             action,
             ticket,
             sig,
-        } => Some((action.clone(), *ticket, sig.clone())),
+        } => Some((action.to_string(), *ticket, sig.clone())),
+        PlusTag::Unsigned { action, ticket } => Some((action.to_string(), *ticket, String::new())),
         _ => None,
     }) {
         let mut d = base.clone();
@@ -160,7 +112,11 @@ pub(super) fn commands(
         if !class.staff {
             why.push(format!("{sender} is not on the team"));
         }
-        if !signed && ctx.vouched_by.is_none() {
+        if sig.is_empty() {
+            why.push(format!(
+                "support+{action}-{n}@ carries no signature: use the link from a notice or report"
+            ));
+        } else if !signed && ctx.vouched_by.is_none() {
             why.push(format!(
                 "the action link's signature is not valid for {action} on {}, and nothing else vouched for the sender ({})",
                 super::decide::token(cfg, n),
@@ -349,34 +305,4 @@ fn refuse(
         d.ticket = Some(t);
     }
     d
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags() {
-        assert_eq!(parse_tag("report"), Tag::Report { all: false });
-        assert_eq!(parse_tag("Report-All"), Tag::Report { all: true });
-        assert_eq!(
-            parse_tag("rate-good-12-abc"),
-            Tag::Action {
-                action: "rate-good".into(),
-                ticket: 12,
-                sig: "abc".into()
-            }
-        );
-        assert_eq!(
-            parse_tag("done-7-xyz"),
-            Tag::Action {
-                action: "done".into(),
-                ticket: 7,
-                sig: "xyz".into()
-            }
-        );
-        assert_eq!(parse_tag("billing"), Tag::Other("billing".into()));
-        assert_eq!(parse_tag("take-12"), Tag::Other("take-12".into()));
-        assert_eq!(parse_tag("frob-1-x"), Tag::Other("frob-1-x".into()));
-    }
 }

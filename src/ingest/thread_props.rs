@@ -129,19 +129,12 @@ fn thread_spec() -> impl Strategy<Value = ThreadSpec> {
     })
 }
 
-/// A message of a thread, ready to deliver.
-#[derive(Debug, Clone)]
-struct Msg {
-    thread: usize,
-    parsed: Parsed,
-}
-
 fn addr(e: &str) -> Addr {
     Addr::new(e)
 }
 
 /// Gives thread `k` its ids, addresses and headers.
-fn build_thread(k: usize, spec: &ThreadSpec) -> Vec<Msg> {
+fn build_thread(k: usize, spec: &ThreadSpec) -> Vec<Parsed> {
     let n = spec.parents.len() + 1;
     let domain = if spec.public {
         "gmail.com".to_string()
@@ -153,10 +146,9 @@ fn build_thread(k: usize, spec: &ThreadSpec) -> Vec<Msg> {
         format!("jaan.t{k}@{domain}"),
         "alice@example.com".to_string(),
     ];
-    let mut parent = vec![0usize; n];
-    for i in 1..n {
-        parent[i] = spec.parents[i - 1] % i;
-    }
+    let parent: Vec<usize> = std::iter::once(0)
+        .chain(spec.parents.iter().enumerate().map(|(i, r)| r % (i + 1)))
+        .collect();
     let id = |i: usize| format!("t{k}.m{i}@{domain}");
     // Distinct per thread (first byte), so conversations never collide.
     let mut ti: Vec<Vec<u8>> = Vec::with_capacity(n);
@@ -225,10 +217,7 @@ fn build_thread(k: usize, spec: &ThreadSpec) -> Vec<Msg> {
             p.references = chain;
         }
         p.content_hash = format!("hash-of-{}", p.message_id);
-        msgs.push(Msg {
-            thread: k,
-            parsed: p,
-        });
+        msgs.push(p);
     }
     msgs
 }
@@ -325,14 +314,14 @@ fn deliver(s: &MemStore, cfg: &Config, tpl: &Templates, p: &Parsed, now: Timesta
 /// What a run left behind, for the properties to check.
 struct Run {
     store: MemStore,
-    threads: Vec<Vec<Msg>>,
+    threads: Vec<Vec<Parsed>>,
     /// (step, decision, store before, store after), in delivery order.
     log: Vec<(Step, Decision, String, String)>,
 }
 
 fn run(sc: &Scenario) -> Run {
     let (cfg, tpl) = (cfg(), Templates::builtin());
-    let threads: Vec<Vec<Msg>> = sc
+    let threads: Vec<Vec<Parsed>> = sc
         .threads
         .iter()
         .enumerate()
@@ -342,7 +331,7 @@ fn run(sc: &Scenario) -> Run {
     let mut log = Vec::new();
     for (i, step) in sc.steps.iter().enumerate() {
         let p = match step {
-            Step::Msg(k, n) => threads[*k][*n].parsed.clone(),
+            Step::Msg(k, n) => threads[*k][*n].clone(),
             Step::Stranger(j, public, token) => stranger(*j, *public, *token),
         };
         let before = format!("{:?}", store.data.borrow());
@@ -381,11 +370,11 @@ proptest! {
         let r = run(&sc);
         let tickets = r.store.tickets();
         prop_assert_eq!(tickets.len(), 1, "order: {:?}", sc.steps);
-        let all: BTreeSet<&str> = r.threads[0].iter().map(|m| m.parsed.message_id.as_str()).collect();
+        let all: BTreeSet<&str> = r.threads[0].iter().map(|m| m.message_id.as_str()).collect();
         let held: BTreeSet<&str> = tickets[0].message_ids.iter().map(String::as_str).collect();
         prop_assert_eq!(held, all);
         for m in &r.threads[0] {
-            prop_assert_eq!(r.store.ticket_by_key(&m.parsed.message_id).unwrap(), Some(tickets[0].number));
+            prop_assert_eq!(r.store.ticket_by_key(&m.message_id).unwrap(), Some(tickets[0].number));
         }
     }
 
@@ -396,7 +385,7 @@ proptest! {
         let r = run(&sc);
         let mut owner: BTreeMap<u64, usize> = BTreeMap::new();
         for (k, msgs) in r.threads.iter().enumerate() {
-            let ts: BTreeSet<Option<u64>> = msgs.iter().map(|m| ticket_of(&r.store, &m.parsed.message_id)).collect();
+            let ts: BTreeSet<Option<u64>> = msgs.iter().map(|m| ticket_of(&r.store, &m.message_id)).collect();
             prop_assert_eq!(ts.len(), 1, "thread {} spread over {:?}; order {:?}", k, ts, sc.steps);
             let t = ts.into_iter().next().flatten();
             prop_assert!(t.is_some(), "thread {} has no ticket", k);
@@ -486,17 +475,14 @@ fn generator_builds_trimmed_references_and_thread_index_children() {
         ti_tails: vec![[1, 2, 3, 4, 5]; 7],
     };
     let msgs = build_thread(0, &spec);
-    let p6 = &msgs[6].parsed;
+    let p6 = &msgs[6];
     let parent = &p6.in_reply_to[0];
     let refs = &p6.references;
     assert_eq!(refs.len(), REFS_KEPT, "{refs:?}");
-    assert_eq!(refs[0], msgs[0].parsed.message_id, "root kept");
+    assert_eq!(refs[0], msgs[0].message_id, "root kept");
     assert_eq!(refs.last(), Some(parent), "parent last");
     let depth = |p: &Parsed| (p.thread_index.as_ref().unwrap().len() - 22) / 5;
-    assert_eq!(depth(&msgs[0].parsed), 0);
+    assert_eq!(depth(&msgs[0]), 0);
     let ti6 = p6.thread_index.as_ref().unwrap();
-    assert_eq!(
-        &ti6[..22],
-        &msgs[0].parsed.thread_index.as_ref().unwrap()[..]
-    );
+    assert_eq!(&ti6[..22], &msgs[0].thread_index.as_ref().unwrap()[..]);
 }

@@ -12,17 +12,24 @@
 
 use std::fmt::Write as _;
 
-/// Longest piece of foreign text we echo; keeps a reply well under the 512
-/// octets RFC 5321 allows a reply line.
-const MAX_ECHO: usize = 256;
+/// Longest piece of foreign text we echo, in bytes (UTF-8: a character can
+/// take four). Two echoes plus our own text keep a reply line under the 512
+/// octets RFC 5321 allows (§4.5.3.1.5).
+const MAX_ECHO: usize = 200;
 
 /// Makes peer- or handler-supplied text safe and short enough for a reply
-/// line: control characters (CR, LF, NUL …) become `?`.
+/// line: control characters (CR, LF, NUL …) become `?`, and the text is cut
+/// at [`MAX_ECHO`] bytes on a character boundary.
 pub fn clean(text: &str) -> String {
-    text.chars()
-        .take(MAX_ECHO)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    let mut out = String::with_capacity(text.len().min(MAX_ECHO));
+    for c in text.chars() {
+        let c = if c.is_control() { '?' } else { c };
+        if out.len() + c.len_utf8() > MAX_ECHO {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 // --- Connection -----------------------------------------------------------
@@ -256,5 +263,12 @@ mod tests {
         assert_eq!(r, "550 5.1.1 <a@b??250 2.1.5 OK>: why?not\r\n");
         let long = "x".repeat(5000);
         assert!(stored(&long, "id").len() < 512);
+        // Cut by bytes, not characters, and never inside a character.
+        let wide = "😀".repeat(300);
+        assert_eq!(clean(&wide).len(), 200);
+        assert!(rcpt_refused(&wide, &wide).len() <= 512);
+        assert!(stored(&wide, &wide).len() <= 512);
+        assert!(syntax_error(&wide).len() <= 512);
+        assert_eq!(clean("ab€"), "ab€");
     }
 }

@@ -106,6 +106,7 @@ const BUILTIN: &[(&str, &str, &str)] = &[
     ),
 ];
 
+#[derive(Clone)]
 pub struct Templates {
     env: minijinja::Environment<'static>,
     languages: Vec<String>,

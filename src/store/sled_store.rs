@@ -67,6 +67,14 @@ impl Store {
     /// Opens (or creates) the store under `data_dir` and starts its
     /// committer. Fails with [`Error::Locked`] when another process has it.
     pub fn open(data_dir: &Path) -> Result<Store> {
+        // sled creates its files (conf, db, blobs, and a snap.* at every
+        // flush) with the process umask: the CLI working on the store with
+        // no daemon running must not leave them readable by others
+        // (SPEC §8), whatever the shell's umask. `serve` sets the same.
+        // SAFETY: umask only changes this process's file-creation mask.
+        unsafe {
+            libc::umask(0o077);
+        }
         create_private_dir(data_dir)?;
         let db_dir = data_dir.join("store");
         let spool_dir = data_dir.join("spool");

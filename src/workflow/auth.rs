@@ -154,13 +154,16 @@ impl Resolver {
         )
     }
 
-    /// Any hickory configuration (e.g. a local validating resolver).
+    /// Any hickory configuration (e.g. a local validating resolver). The
+    /// per-query timeout is set to 2 s with 2 attempts, whatever `opts`
+    /// says: a lost UDP packet is retried once, and one query still fits
+    /// twice in [`DNS_TIMEOUT`].
     pub fn with_config(
         config: ResolverConfig,
         mut opts: ResolverOpts,
     ) -> Result<Resolver, AuthError> {
         opts.timeout = Duration::from_secs(2);
-        opts.attempts = 1;
+        opts.attempts = 2;
         let authenticator = MessageAuthenticator::new(config, opts)
             .map_err(|e| AuthError::Resolver(e.to_string()))?;
         Ok(Resolver {

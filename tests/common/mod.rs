@@ -51,6 +51,7 @@ team:
     - email: alice@example.com
       name: Alice
     - email: bob@example.com
+  leads: [lead@example.com]
 outbound:
   relay: smtp://127.0.0.1:{sink_port}
   retry_min: 200ms
