@@ -70,3 +70,32 @@ fn shipped_config_files_load() {
     assert_eq!(c.listen.lmtp, vec!["127.0.0.1:2424"]);
     assert_eq!(c.outbound.relay, "smtp://127.0.0.1:10025");
 }
+
+#[test]
+fn customers_file_is_merged_and_its_errors_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/customers.yaml"),
+        dir.path().join("customers.yaml"),
+    )
+    .unwrap();
+    let cfg = dir.path().join("postdesk.yaml");
+    std::fs::write(
+        &cfg,
+        "support: {address: support@example.com}\ncustomers:\n  - {id: FIRST, domains: [first.example]}\ncustomers_file: customers.yaml\n",
+    )
+    .unwrap();
+    let c = Config::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<&str> = c.customers.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, vec!["FIRST", "ACME", "KALEV"]);
+    std::fs::write(
+        dir.path().join("customers.yaml"),
+        "- id: X\n  domainz: [x.example]\n",
+    )
+    .unwrap();
+    let e = Config::load(&cfg).unwrap_err().to_string();
+    assert!(
+        e.contains("customers.yaml:2:") && e.contains("domainz"),
+        "{e}"
+    );
+}

@@ -49,6 +49,10 @@ pub struct Config {
     pub log: Log,
     /// Customer directory (SPEC §3.6): who a sender belongs to.
     pub customers: Vec<Customer>,
+    /// A YAML file with more directory entries (a list of customers, as in
+    /// `config/customers.yaml`), merged after `customers`. Relative paths
+    /// are taken from the config file's folder.
+    pub customers_file: Option<PathBuf>,
     /// Where `en/`, `et/` … template folders live; none = the built-in set.
     pub templates_dir: Option<PathBuf>,
 }
@@ -193,6 +197,7 @@ impl Default for Config {
             limits: Limits::default(),
             log: Log::default(),
             customers: Vec::new(),
+            customers_file: None,
             templates_dir: None,
         }
     }
@@ -301,7 +306,26 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        Self::parse(&text, &file)
+        let mut cfg = Self::parse(&text, &file)?;
+        if let Some(cf) = cfg.customers_file.clone() {
+            let cf = if cf.is_relative() {
+                path.parent().unwrap_or(Path::new(".")).join(cf)
+            } else {
+                cf
+            };
+            let name = cf.display().to_string();
+            let text = std::fs::read_to_string(&cf).map_err(|source| Error::Read {
+                file: name.clone(),
+                source,
+            })?;
+            let more: Vec<Customer> = serde_yaml::from_str(&text).map_err(|e| Error::Invalid {
+                file: name.clone(),
+                line: e.location().map(|l| l.line()).unwrap_or(0),
+                message: tidy_serde_message(&e.to_string()),
+            })?;
+            cfg.customers.extend(more);
+        }
+        Ok(cfg)
     }
 
     /// Parses YAML text; `file` only names the source in errors.
