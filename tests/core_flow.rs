@@ -513,3 +513,25 @@ fn store_fault_answers_451_and_delivery_resumes_without_restart() {
     d.deliver_ok("f@cust.test", &m);
     assert_eq!(d.ticket_of("fault@cust.test").as_deref(), Some("SUP-1"));
 }
+
+#[test]
+fn json_logs_carry_the_delivered_fields() {
+    let sink = Sink::start_blocking();
+    let d = Daemon::start(sink.port(), "log:\n  format: json\n");
+    d.deliver_ok("j@cust.test", &mail("json1@cust.test", "j@cust.test", "JSON", "", "x"));
+    eventually(10, "the sent line", || d.log().contains("\"sent\""));
+    let log = d.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let delivered = lines
+        .iter()
+        .find(|v| v["message"] == "delivered")
+        .unwrap_or_else(|| panic!("no delivered line in {log}"));
+    assert_eq!(delivered["ticket"], "SUP-1");
+    assert_eq!(delivered["action"], "new");
+    assert_eq!(delivered["rule"], "none");
+    assert_eq!(delivered["message_id"], "<json1@cust.test>");
+}
