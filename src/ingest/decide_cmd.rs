@@ -211,7 +211,13 @@ pub(super) fn commands(
         t.replies += 1;
         t.last_direction = Direction::Out;
         t.last_excerpt = d.excerpt.clone();
-        if t.status == Status::Unassigned {
+        let explicit = parsed
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::Take | Command::Assign { .. }));
+        // The quiet Reply-All assignment, unless the agent asked for the
+        // full take process (notice, reminder, customer told).
+        if t.status == Status::Unassigned && !explicit {
             t.assignee = Some(class.sender.clone());
             t.status = Status::Active;
         }

@@ -9,6 +9,8 @@ pub mod decide;
 mod decide_cmd;
 pub mod parse;
 pub mod quote;
+#[cfg(test)]
+mod quote_corpus;
 pub mod thread;
 #[cfg(test)]
 mod thread_props;

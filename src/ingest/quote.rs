@@ -274,6 +274,7 @@ const SEPARATOR_PHRASES: &[&str] = &[
     "algsõnum",
     "message d'origine",
     "message original",
+    "mail original", // French Zimbra
     "исходное сообщение",
     "oorspronkelijk bericht",
     "ursprungligt meddelande",
@@ -312,6 +313,7 @@ const FROM_LABELS: &[&str] = &[
     "da",
     "от",
     "від",
+    "发件人", // Chinese (simplified) Outlook
 ];
 
 const OTHER_LABELS: &[&str] = &[
@@ -373,6 +375,11 @@ const OTHER_LABELS: &[&str] = &[
     "enviado",
     "para",
     "asunto",
+    // Chinese (simplified) Outlook: sent, to, cc, subject
+    "发送时间",
+    "收件人",
+    "抄送",
+    "主题",
 ];
 
 /// `From: …`, `*From:* …` (Outlook HTML turned to text), `Von: …` …
@@ -583,10 +590,12 @@ mod tests {
         ("Outlook German", "Danke\n\nVon: Max Muster <max@example.de>\nGesendet: Montag, 2. Juni 2025 10:00\nAn: Support\nBetreff: Problem\n\nAlt", "Danke"),
         ("Outlook Finnish", "Kiitos\n\nLähettäjä: Matti <matti@example.fi>\nLähetetty: maanantai 2. kesäkuuta 2025 10.00\nVastaanottaja: Tuki\nAihe: Ongelma\n", "Kiitos"),
         ("Outlook Czech", "Díky\n\nOd: Jan Novák <jan@example.cz>\nOdesláno: pondělí 2. června 2025 10:00\nKomu: Podpora\nPředmět: Problém\n", "Díky"),
+        ("Outlook Chinese", "谢谢\n\n________________________________\n发件人: Marcus <m@example.com>\n发送时间: 2019年6月21日 16:18\n收件人: support@example.com\n主题: Re: AGC\n\nold", "谢谢"),
         ("Outlook Estonian", "Aitäh\n\nSaatja: Mari <mari@example.ee>\nSaadetud: esmaspäev, 2. juuni 2025 10:00\nAdressaat: Tugi\nTeema: Probleem\n", "Aitäh"),
         ("Original Message", "Hello\n\n-----Original Message-----\nFrom: bob\nSent: Mon\nTo: x\nSubject: Test\n\nHi", "Hello"),
         ("Original Message spaced", "Hello\n\n----- Original Message -----\nFrom: bob\n", "Hello"),
         ("Ursprüngliche Nachricht", "Danke\n-----Ursprüngliche Nachricht-----\nVon: x", "Danke"),
+        ("Zimbra French", "Merci\n\n----- Mail original -----\nDe: \"Wade\" <w@example.com>\nÀ: x\n", "Merci"),
         ("Alkuperäinen viesti", "Kiitos\n-----Alkuperäinen viesti-----\nLähettäjä: x", "Kiitos"),
         ("Původní zpráva", "Díky\n-------- Původní zpráva --------\nOd: x", "Díky"),
         ("Sent from my iPhone", "Hello\n\nSent from my iPhone\n\nOn Apr 3, 2012, at 4:19 PM, bob <bob@example.com> wrote:\n\n> Hi", "Hello"),

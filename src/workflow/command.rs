@@ -73,6 +73,10 @@ pub fn parse(text: &str, token_prefix: &str, now: Timestamp) -> Parsed {
         };
         let mut words = rest.split_whitespace();
         let Some(word) = words.next() else { break };
+        // "#1 priority", "#!", "# heading": text, not a mistyped command.
+        if !word.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            break;
+        }
         let arg: Vec<&str> = words.collect();
         let arg = arg.join(" ");
         match command(&word.to_ascii_lowercase(), arg.trim(), token_prefix, now) {
@@ -193,6 +197,7 @@ mod tests {
         );
         assert!(p.bad.is_empty());
         assert!(parse("Hello #done", "SUP", now()).is_empty());
+        assert!(parse("#1 priority for us\n#done", "SUP", now()).is_empty());
     }
 
     #[test]
