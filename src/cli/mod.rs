@@ -7,6 +7,7 @@
 pub mod check;
 pub mod export;
 pub mod import;
+pub mod man;
 
 use crate::config::{Config, LogFormat};
 use crate::control::{self, views, Request, Response};
@@ -38,6 +39,13 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the daemon: LMTP listeners, outbox sender, control socket.
     Serve,
+    /// Write the manual pages (one per command) into DIR; used by scripts/package.sh.
+    #[command(hide = true)]
+    Man {
+        /// Output directory (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Tickets started, done, open and reopened, and the median time to
     /// done, per agent or customer.
     Stats {
@@ -170,6 +178,14 @@ pub fn init_logging(cfg: &Config, default_level: &str) {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = cli.config.clone();
     match cli.cmd {
+        Cmd::Man { dir } => {
+            let pages = man::write_man(&dir)
+                .with_context(|| format!("writing man pages to {}", dir.display()))?;
+            for p in pages {
+                println!("{}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::CheckConfig => {
             let cfg = load_config(config_path.as_deref())?;
             match check::run(&cfg, config_path.as_deref())? {
