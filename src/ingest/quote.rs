@@ -24,7 +24,27 @@
 /// Returns the text above quoted history and signature, trimmed. Empty when
 /// the sender wrote nothing of their own (e.g. a bare forward).
 pub fn own_text(text: &str) -> String {
-    strip_signature(&strip_quoted(text))
+    strip_signature(&strip_list_footer(&strip_quoted(text)))
+}
+
+/// Mailman and similar lists append a footer under a rule of underscores
+/// ("____ / USRP-users mailing list / To unsubscribe …"). A team that keeps
+/// a list in front of the desk would otherwise see it in every preview.
+fn strip_list_footer(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim();
+        if t.len() >= 10 && t.chars().all(|c| c == '_') {
+            let below = lines[i + 1..]
+                .iter()
+                .take(4)
+                .any(|n| contains_ci(n, "mailing list") || contains_ci(n, "unsubscribe"));
+            if below {
+                return join_trimmed(&lines[..i]);
+            }
+        }
+    }
+    text.to_string()
 }
 
 /// Quoted history removed, signature kept (what talon calls the reply).
