@@ -486,7 +486,15 @@ fn check_config_names_the_bad_key_and_line() {
         !out.status.success() && err.contains("bad.yaml:4:") && err.contains("not a duration"),
         "{err}"
     );
-    std::fs::write(&p, "support:\n  address: support@example.com\n").unwrap();
+    // A good file: its own free port, data and outbound folders, so the
+    // checks check-config makes (listener free, folders writable) hold.
+    let good = format!(
+        "listen:\n  lmtp: [\"127.0.0.1:{}\"]\ndata_dir: {}\nsupport:\n  address: support@example.com\noutbound:\n  relay: file:{}\n",
+        free_port(),
+        dir.path().join("data").display(),
+        dir.path().join("sent").display()
+    );
+    std::fs::write(&p, good).unwrap();
     let out = std::process::Command::new(BIN)
         .args(["--config", p.to_str().unwrap(), "check-config"])
         .output()
@@ -518,7 +526,10 @@ fn store_fault_answers_451_and_delivery_resumes_without_restart() {
 fn json_logs_carry_the_delivered_fields() {
     let sink = Sink::start_blocking();
     let d = Daemon::start(sink.port(), "log:\n  format: json\n");
-    d.deliver_ok("j@cust.test", &mail("json1@cust.test", "j@cust.test", "JSON", "", "x"));
+    d.deliver_ok(
+        "j@cust.test",
+        &mail("json1@cust.test", "j@cust.test", "JSON", "", "x"),
+    );
     eventually(10, "the sent line", || d.log().contains("\"sent\""));
     let log = d.log();
     let lines: Vec<serde_json::Value> = log

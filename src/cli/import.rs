@@ -77,6 +77,8 @@ pub struct Summary {
     pub too_large: u64,
     /// Per `action` of the decision (new, append, reopen, apart …).
     pub actions: BTreeMap<String, u64>,
+    /// Group commits the store made (each one sync for many messages).
+    pub syncs: u64,
     pub seconds: f64,
     pub messages_per_second: f64,
 }
@@ -123,8 +125,8 @@ impl Summary {
             );
         }
         println!(
-            "  time             {:>8.2}s ({:.0} messages/s)",
-            self.seconds, self.messages_per_second
+            "  time             {:>8.2}s ({:.0} messages/s, {} syncs)",
+            self.seconds, self.messages_per_second, self.syncs
         );
         println!("  nothing was sent");
     }
@@ -185,7 +187,7 @@ pub(crate) fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 }
 
 pub fn import_mbox(cfg: &Config, file: &Path) -> anyhow::Result<Summary> {
-    refuse_if_daemon_runs(cfg, "import")?;
+    refuse_if_daemon_runs(cfg, "run the import")?;
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let meta = f
         .metadata()
@@ -219,7 +221,9 @@ pub fn import_mbox(cfg: &Config, file: &Path) -> anyhow::Result<Summary> {
     drop(job);
     // Every job already queued is committed and synced before close returns.
     store.close();
+    let syncs = store.stats().batches;
     let mut s = r?;
+    s.syncs = syncs;
     s.file = file.display().to_string();
     s.seconds = started.elapsed().as_secs_f64();
     s.messages_per_second = if s.seconds > 0.0 {
@@ -264,7 +268,9 @@ impl Import {
             let Some(msg) = next else { break };
             s.messages += 1;
             s.bytes += msg.len as u64;
-            self.progress.update(reader.consumed(), s.messages);
+            // Done = read and answered by the store (the queue is ahead).
+            self.progress
+                .update(reader.consumed(), s.messages - queue.len() as u64);
             if msg.truncated {
                 s.too_large += 1;
                 continue;
@@ -598,6 +604,8 @@ fn is_quoted_from(line: &[u8]) -> bool {
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     started: Instant,
+    /// When the text was last rebuilt (not worth it per message).
+    shown: std::cell::Cell<Instant>,
 }
 
 impl Progress {
@@ -617,15 +625,17 @@ impl Progress {
         Progress {
             bar,
             started: Instant::now(),
+            shown: std::cell::Cell::new(Instant::now()),
         }
     }
 
     fn update(&self, bytes: u64, messages: u64) {
         let Some(bar) = &self.bar else { return };
         bar.set_position(bytes);
-        // The message is formatted only now and then; indicatif itself
-        // redraws at most 20 times a second.
-        if messages % 64 == 1 {
+        // indicatif redraws at most 20 times a second; the text is rebuilt
+        // about as often.
+        if self.shown.get().elapsed() >= std::time::Duration::from_millis(100) {
+            self.shown.set(Instant::now());
             let secs = self.started.elapsed().as_secs_f64();
             let rate = if secs > 0.0 {
                 messages as f64 / secs
