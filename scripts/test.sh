@@ -18,11 +18,12 @@ fail() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # ---- 1. system packages -----------------------------------------------------
-step "1/4 system packages (postfix, swaks, python3)"
+step "1/4 system packages (postfix, swaks, python3, strace)"
 missing=()
 command -v postconf >/dev/null 2>&1 && command -v postfix >/dev/null 2>&1 || missing+=(postfix)
 command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "all present: $(postconf -d -h mail_version 2>/dev/null | sed 's/^/postfix /'), swaks, $(python3 --version 2>&1)"
@@ -48,7 +49,7 @@ else
         'postfix postfix/mailname string localhost' | debconf-set-selections
     apt-get update
     apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
-    for c in postconf swaks python3; do
+    for c in postconf swaks python3 strace; do
         command -v "$c" >/dev/null 2>&1 || fail "$c still missing after apt-get install"
     done
     echo "installed: ${missing[*]}"

@@ -390,6 +390,13 @@ pub fn log_delivered(p: &Parsed, d: &Decision, cfg: &Config, ms: u128) {
         ms = ms as u64,
         "delivered"
     );
+    if let Some(why) = d
+        .no_ack_reason
+        .as_deref()
+        .filter(|w| w.starts_with("ack rate limit"))
+    {
+        tracing::info!(message_id = %format_args!("<{}>", p.message_id), "no ack: {why}");
+    }
     for w in &d.warnings {
         tracing::warn!(message_id = %format_args!("<{}>", p.message_id), "{w}");
     }

@@ -152,6 +152,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Whole-session cap, so a trickling client cannot hold a slot forever.
     pub session_timeout: Duration,
+    /// Bytes that must stay free on the data dir's filesystem; below that,
+    /// mail is answered 451 before anything is written.
+    pub min_free_space: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -285,6 +288,7 @@ impl Default for Limits {
             max_sessions: 100,
             idle_timeout: Duration::from_secs(300),
             session_timeout: Duration::from_secs(1800),
+            min_free_space: 32 * 1024 * 1024,
         }
     }
 }

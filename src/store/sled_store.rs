@@ -18,6 +18,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use std::any::Any;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,6 +47,14 @@ struct Inner {
     jobs: Mutex<Option<mpsc::UnboundedSender<CommitJob>>>,
     stats: Mutex<CommitStats>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Below this many free bytes on the data dir's filesystem a batch is
+    /// refused before anything is written (0: no check). sled keeps its
+    /// first write error for the life of the process, so the disk must
+    /// never fill under it.
+    min_free: AtomicU64,
+    /// Outbox ids up to here are on stable storage; the sender sends only
+    /// those, so no mail goes out for a batch that could still be lost.
+    durable_outbox: AtomicU64,
 }
 
 /// Cheap to clone: every clone talks to the same committer.
@@ -105,7 +114,13 @@ impl Store {
             jobs: Mutex::new(Some(tx)),
             stats: Mutex::new(CommitStats::default()),
             worker: Mutex::new(None),
+            min_free: AtomicU64::new(0),
+            durable_outbox: AtomicU64::new(0),
         });
+        // Whatever recovery found is on disk.
+        inner
+            .durable_outbox
+            .store(last_outbox_id(&inner.tree), Ordering::SeqCst);
         let worker = inner.clone();
         let handle = std::thread::Builder::new()
             .name("committer".into())
@@ -119,6 +134,12 @@ impl Store {
 
     pub fn data_dir(&self) -> &Path {
         &self.inner.data_dir
+    }
+
+    /// Refuse batches (451) while fewer than `bytes` are free on the data
+    /// dir's filesystem (`limits.min_free_space`).
+    pub fn set_min_free_space(&self, bytes: u64) {
+        self.inner.min_free.store(bytes, Ordering::SeqCst);
     }
 
     /// Runs `f` in one transaction (re-run on conflict, so it must be pure
@@ -262,9 +283,10 @@ impl Store {
     pub fn outbox_due(&self, now: Timestamp, limit: usize) -> Result<Vec<u64>> {
         let upper = keys::queue_upper(now.as_millisecond());
         let mut ids = Vec::new();
+        let durable = self.inner.durable_outbox.load(Ordering::SeqCst);
         for kv in self.inner.tree.range(keys::QUEUE.to_vec()..=upper) {
             let (k, _) = kv?;
-            if let Some(id) = keys::queue_id(&k) {
+            if let Some(id) = keys::queue_id(&k).filter(|id| *id <= durable) {
                 ids.push(id);
             }
             if ids.len() >= limit {
@@ -397,6 +419,14 @@ fn committer(
         }
         let mut results: Vec<(oneshot::Sender<Result<AnyBox>>, Result<AnyBox>)> =
             Vec::with_capacity(batch.len());
+        let min_free = inner.min_free.load(Ordering::SeqCst);
+        if let Some(why) = low_on_space(&inner.data_dir, min_free) {
+            tracing::warn!("{why}");
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(Error::Other(why.clone())));
+            }
+            continue;
+        }
         if injected_fault(&inner.data_dir) {
             for job in batch.drain(..) {
                 let _ = job.reply.send(Err(Error::Other(format!(
@@ -436,6 +466,22 @@ fn committer(
         } else {
             Ok(())
         };
+        // A storage error inside sled, or a failed sync, leaves the running
+        // store holding writes that may not be on disk, and sled keeps the
+        // error: refuse this batch, then stop, so the service manager
+        // restarts from what is durable and the MTA's retries land there.
+        let fatal = match &durable {
+            Err(e) => Some(e.to_string()),
+            Ok(()) => results.iter().find_map(|(_, r)| match r {
+                Err(Error::Sled(e)) => Some(e.clone()),
+                _ => None,
+            }),
+        };
+        if durable.is_ok() {
+            inner
+                .durable_outbox
+                .store(last_outbox_id(&inner.tree), Ordering::SeqCst);
+        }
         let n = results.len();
         if let Ok(mut s) = inner.stats.lock() {
             s.batches += 1;
@@ -453,7 +499,50 @@ fn committer(
             };
             let _ = reply.send(r);
         }
+        if let Some(why) = fatal {
+            tracing::error!(
+                error = %why,
+                data_dir = %inner.data_dir.display(),
+                "store write failed; exiting so a restart resumes from what is on disk"
+            );
+            // The sessions hold their 451s: give them a moment on the wire
+            // before the process goes (the MTA would defer on a dropped
+            // connection too, but a clear 451 says why).
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            std::process::exit(75);
+        }
     }
+}
+
+/// The highest outbox id allocated so far.
+fn last_outbox_id(tree: &sled::Tree) -> u64 {
+    tree.get(keys::NEXT_OUTBOX)
+        .ok()
+        .flatten()
+        .and_then(|v| keys::be_u64(&v))
+        .map(|n| n.saturating_sub(1))
+        .unwrap_or(0)
+}
+
+/// `Some(why)` when the data dir's filesystem has less than `min_free`
+/// bytes available.
+fn low_on_space(data_dir: &Path, min_free: u64) -> Option<String> {
+    if min_free == 0 {
+        return None;
+    }
+    let path = std::ffi::CString::new(data_dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs writes only into the zeroed struct we pass.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    (free < min_free).then(|| {
+        format!(
+            "no space left on device for {}: {free} bytes free, below limits.min_free_space ({min_free})",
+            data_dir.display()
+        )
+    })
 }
 
 /// Debug builds only: while `data_dir/FAULT_FILE` exists, every commit
