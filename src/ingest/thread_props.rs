@@ -15,13 +15,13 @@
 //! unrelated threads never share one; a stranger's token never attaches; a
 //! duplicate changes nothing; `decide` is deterministic.
 //!
-//! What the generator leaves out, because no rule of the SPEC could join it
-//! whatever the order (these are not bugs):
-//! - A reply with only `In-Reply-To` (no `References`) arriving before its
-//!   parent, when its parent arrives before the grand-parent: the reply's
-//!   ticket holds the parent's id, the grand-parent opens a second ticket and
-//!   the parent then has keys in both (it joins by In-Reply-To, the other is
-//!   only "related"). So every reply here carries `References` with the root.
+//! What the generator leaves out, because in some orders no rule of the SPEC
+//! can join the messages (these are not bugs):
+//! - Replies with only `In-Reply-To` (no `References`): C answers B answers
+//!   A, delivered C, A, B. C opens a ticket holding C and B; A shares no id
+//!   with it and opens a second; B then has keys in both (it joins A's by
+//!   In-Reply-To, C's is only "related"). So every reply here carries
+//!   `References` with the root, as RFC 5322 trimming keeps it.
 //! - A conversation mixing Outlook-only replies (Thread-Index, no ids) with
 //!   messages that carry no Thread-Index: if such a message comes first and
 //!   the Outlook-only reply next, nothing links them. So in an Outlook

@@ -222,45 +222,34 @@ impl Store {
         }
     }
 
+    /// Every record under `prefix`, decoded, in key order.
+    fn scan<T: serde::de::DeserializeOwned>(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for kv in self.inner.tree.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            out.push(decode(&v).map_err(|why| Error::Corrupt {
+                key: format!("{k:?}"),
+                why,
+            })?);
+        }
+        Ok(out)
+    }
+
     pub fn ticket(&self, n: u64) -> Result<Option<Ticket>> {
         self.get(&keys::ticket(n))
     }
 
     pub fn tickets(&self) -> Result<Vec<Ticket>> {
-        let mut out = Vec::new();
-        for kv in self.inner.tree.scan_prefix(keys::TICKET) {
-            let (k, v) = kv?;
-            out.push(decode(&v).map_err(|why| Error::Corrupt {
-                key: format!("{k:?}"),
-                why,
-            })?);
-        }
-        Ok(out)
+        self.scan(keys::TICKET)
     }
 
     pub fn messages(&self, ticket: u64) -> Result<Vec<MessageRecord>> {
-        let mut out = Vec::new();
-        for kv in self.inner.tree.scan_prefix(keys::messages_of(ticket)) {
-            let (k, v) = kv?;
-            out.push(decode(&v).map_err(|why| Error::Corrupt {
-                key: format!("{k:?}"),
-                why,
-            })?);
-        }
-        Ok(out)
+        self.scan(keys::messages_of(ticket))
     }
 
     /// Messages kept apart (auto-replies and bounces that matched no ticket).
     pub fn apart(&self) -> Result<Vec<MessageRecord>> {
-        let mut out = Vec::new();
-        for kv in self.inner.tree.scan_prefix(keys::APART) {
-            let (k, v) = kv?;
-            out.push(decode(&v).map_err(|why| Error::Corrupt {
-                key: format!("{k:?}"),
-                why,
-            })?);
-        }
-        Ok(out)
+        self.scan(keys::APART)
     }
 
     pub fn outbox(&self, id: u64) -> Result<Option<OutboxEntry>> {
@@ -268,15 +257,7 @@ impl Store {
     }
 
     pub fn outbox_all(&self) -> Result<Vec<OutboxEntry>> {
-        let mut out = Vec::new();
-        for kv in self.inner.tree.scan_prefix(keys::OUTBOX) {
-            let (k, v) = kv?;
-            out.push(decode(&v).map_err(|why| Error::Corrupt {
-                key: format!("{k:?}"),
-                why,
-            })?);
-        }
-        Ok(out)
+        self.scan(keys::OUTBOX)
     }
 
     /// Ids of outbox entries due at or before `now`, oldest due first.
@@ -320,15 +301,7 @@ impl Store {
 
     /// Every pending job, earliest first (status and tests).
     pub fn jobs(&self) -> Result<Vec<Job>> {
-        let mut out = Vec::new();
-        for kv in self.inner.tree.scan_prefix(keys::SCHEDULE) {
-            let (k, v) = kv?;
-            out.push(decode(&v).map_err(|why| Error::Corrupt {
-                key: format!("{k:?}"),
-                why,
-            })?);
-        }
-        Ok(out)
+        self.scan(keys::SCHEDULE)
     }
 
     /// The earliest due time in the outbox queue, if any.
