@@ -229,3 +229,58 @@ fn the_log_never_carries_a_mail_body() {
         );
     }
 }
+
+/// The action-link secret never leaves `data_dir/link-secret`: not in the
+/// log (text or JSON), not in `explain`, not in any mail sent (only
+/// signatures derived from it are).
+#[test]
+fn the_link_secret_is_in_no_log_explain_or_mail() {
+    use std::io::Write;
+    let sink = Sink::start_blocking();
+    let d = Daemon::start(sink.port(), "commands:\n  trust: [signed_address]\n");
+    d.deliver_ok(
+        "s@cust.test",
+        &mail("sec1@cust.test", "s@cust.test", "Secret?", "", "x"),
+    );
+    let ask = b"From: alice@example.com\r\nTo: support+report@example.com\r\nSubject: r\r\nMessage-ID: <sec2@example.com>\r\n\r\n\r\n";
+    d.deliver("alice@example.com", &["support+report@example.com"], ask);
+    eventually(15, "the report", || {
+        sink.messages()
+            .iter()
+            .any(|m| m.header("X-Postdesk-Kind").as_deref() == Some("report"))
+    });
+    let secret = std::fs::read(d.data_dir().join("link-secret")).expect("link-secret");
+    assert_eq!(secret.len(), 32);
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&secret)
+    };
+    let mut child = Command::new(BIN)
+        .args(["--config", d.config.to_str().unwrap(), "explain", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(ask).unwrap();
+    let explain = child.wait_with_output().unwrap();
+    let mut seen: Vec<(String, Vec<u8>)> = vec![
+        ("log".into(), d.log().into_bytes()),
+        ("explain".into(), explain.stdout),
+    ];
+    for m in sink.messages() {
+        seen.push((format!("mail to {:?}", m.rcpt_to), m.data.clone()));
+    }
+    for (what, bytes) in &seen {
+        let text = String::from_utf8_lossy(bytes).to_lowercase();
+        assert!(!text.contains(&hex), "{what} holds the secret in hex");
+        assert!(
+            !String::from_utf8_lossy(bytes).contains(&b64),
+            "{what} holds the secret in base64"
+        );
+        assert!(
+            !bytes.windows(32).any(|w| w == secret.as_slice()),
+            "{what} holds the raw secret"
+        );
+    }
+}
