@@ -53,15 +53,17 @@ impl LinkSigner for Secret {
 /// (which may need DNS) worth doing: a staff sender, and an action address
 /// or `#` lines at the top of the own text.
 fn carries_commands(p: &Parsed, env: &Envelope, cfg: &Config) -> bool {
+    // Customer mail is most of the traffic: decide that first, and strip
+    // quotes (the costly part) only for staff mail without a plus-tag.
     let staff = p.from.as_ref().is_some_and(|a| cfg.is_staff(&a.email));
-    let tagged = env
-        .rcpt_to
-        .iter()
-        .any(|r| cfg.support_tag(r).is_some_and(|t| !t.is_empty()));
-    let hash_lines = crate::ingest::quote::own_text(&p.text)
-        .trim_start()
-        .starts_with('#');
-    staff && (tagged || hash_lines)
+    staff
+        && (env
+            .rcpt_to
+            .iter()
+            .any(|r| cfg.support_tag(r).is_some_and(|t| !t.is_empty()))
+            || crate::ingest::quote::own_text(&p.text)
+                .trim_start()
+                .starts_with('#'))
 }
 
 impl Deliverer {

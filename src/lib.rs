@@ -17,6 +17,10 @@
 //! - `ingest`: PURE parse → classify → thread → decide.
 //! - `render`: PURE templates and mail building for generated mail.
 //! - `store`: the `View`/commit boundary; sled backend; raw-message spool.
+//! - `workflow`: PURE command grammar and ticket state machine; signed
+//!   action links; DKIM/SPF/Authentication-Results checks (`auth`, the one
+//!   part that does I/O, run before the transaction).
+//! - `schedule`: the durable scheduler (reminders, wake-ups, reports, digest).
 //! - `outbox`: the sender task and its transports (relay, direct, file).
 //! - `control`: the control socket protocol shared by daemon and CLI.
 //! - `deliver`, `daemon`, `shutdown`: wiring.

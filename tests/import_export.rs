@@ -15,7 +15,7 @@
 mod common;
 
 use common::sink::Sink;
-use common::{fixture, free_port, Daemon, BIN};
+use common::{angle, fixture, free_port, header_value, Daemon, BIN};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -120,40 +120,6 @@ impl Mbox {
     }
 }
 
-fn header(raw: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(raw);
-    let mut lines = text.split('\n').peekable();
-    while let Some(line) = lines.next() {
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() {
-            return None;
-        }
-        if let Some((n, v)) = line.split_once(':') {
-            if n.eq_ignore_ascii_case(name) {
-                let mut v = v.trim().to_string();
-                while let Some(next) = lines.peek() {
-                    if next.starts_with([' ', '\t']) {
-                        v.push(' ');
-                        v.push_str(next.trim());
-                        lines.next();
-                    } else {
-                        break;
-                    }
-                }
-                return Some(v);
-            }
-        }
-    }
-    None
-}
-
-fn angle(v: &str) -> String {
-    match (v.find('<'), v.rfind('>')) {
-        (Some(a), Some(b)) if a < b => v[a + 1..b].trim().to_string(),
-        _ => v.trim().to_string(),
-    }
-}
-
 /// One real fixture and what it must become.
 struct Real {
     raw: Vec<u8>,
@@ -246,7 +212,7 @@ fn real_fixtures() -> Vec<Real> {
             r.fate = Fate::Duplicate;
             return true;
         }
-        match header(&r.raw, "Message-ID").map(|v| angle(&v)) {
+        match header_value(&r.raw, "Message-ID").map(|v| angle(&v)) {
             Some(id) if !id.is_empty() => {
                 if ids.contains_key(&id) {
                     return false;
@@ -266,9 +232,9 @@ fn real_fixtures() -> Vec<Real> {
 /// neither came from someone too, and import must not take them for
 /// bounces (a null sender).
 fn real_envelope(raw: &[u8]) -> String {
-    header(raw, "Return-Path")
+    header_value(raw, "Return-Path")
         .map(|v| angle(&v))
-        .or_else(|| header(raw, "From").map(|v| angle(&v)))
+        .or_else(|| header_value(raw, "From").map(|v| angle(&v)))
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "anonymous@fixtures.invalid".into())
 }

@@ -9,40 +9,6 @@ use common::sink::Sink;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 
-fn header_value(raw: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(raw);
-    let mut lines = text.split('\n').peekable();
-    while let Some(line) = lines.next() {
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() {
-            return None;
-        }
-        if let Some((n, v)) = line.split_once(':') {
-            if n.eq_ignore_ascii_case(name) {
-                let mut v = v.trim().to_string();
-                while let Some(next) = lines.peek() {
-                    if next.starts_with([' ', '\t']) {
-                        v.push(' ');
-                        v.push_str(next.trim());
-                        lines.next();
-                    } else {
-                        break;
-                    }
-                }
-                return Some(v);
-            }
-        }
-    }
-    None
-}
-
-fn angle(v: &str) -> String {
-    match (v.find('<'), v.rfind('>')) {
-        (Some(a), Some(b)) if a < b => v[a + 1..b].trim().to_string(),
-        _ => v.trim().to_string(),
-    }
-}
-
 #[test]
 fn real_threads_land_in_one_ticket_each() {
     let manifest: serde_json::Value = serde_json::from_str(

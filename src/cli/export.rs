@@ -14,7 +14,7 @@
 use super::import::{open_store, refuse_if_daemon_runs};
 use crate::config::Config;
 use crate::control::views::{self, MessageJson, TicketJson};
-use crate::store::{MessageKind, MessageRecord, OutboxEntry, Store};
+use crate::store::{MessageRecord, OutboxEntry, Store};
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -162,22 +162,12 @@ fn received(store: &Store, m: MessageRecord, raw: bool) -> anyhow::Result<Export
         None
     };
     Ok(ExportMessage {
-        subject: Some(m.subject),
+        subject: Some(m.subject.clone()),
         size: m.raw.len,
-        problems: m.problems,
-        queue_id: m.queue_id,
+        problems: m.problems.clone(),
+        queue_id: m.queue_id.clone(),
         raw: bytes,
-        message: MessageJson {
-            message_id: m.internal_id,
-            from: m.from,
-            to: m.to,
-            cc: m.cc,
-            date: m.date,
-            kind: m.kind,
-            excerpt: m.excerpt,
-            rule: Some(m.rule),
-            received_at: Some(m.received_at),
-        },
+        message: MessageJson::from(m),
     })
 }
 
@@ -198,16 +188,6 @@ fn generated(store: &Store, e: OutboxEntry, raw: bool) -> anyhow::Result<ExportM
         problems: Vec::new(),
         queue_id: None,
         raw: bytes,
-        message: MessageJson {
-            message_id: e.message_id,
-            from: e.mail_from,
-            to: e.rcpt_to,
-            cc: Vec::new(),
-            date: Some(e.created_at.to_string()),
-            kind: MessageKind::Generated,
-            excerpt: format!("{} ({:?})", e.kind, e.state).to_lowercase(),
-            rule: None,
-            received_at: Some(e.created_at),
-        },
+        message: MessageJson::from(e),
     })
 }

@@ -6,7 +6,9 @@ use crate::deliver;
 use crate::ingest::decide::token;
 use crate::ingest::Envelope;
 use crate::render::Templates;
-use crate::store::{Direction, MessageKind, Status, Store, Ticket, Timestamp};
+use crate::store::{
+    Direction, MessageKind, MessageRecord, OutboxEntry, Status, Store, Ticket, Timestamp,
+};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +46,39 @@ pub struct MessageJson {
     pub excerpt: String,
     pub rule: Option<String>,
     pub received_at: Option<Timestamp>,
+}
+
+impl From<MessageRecord> for MessageJson {
+    fn from(m: MessageRecord) -> Self {
+        MessageJson {
+            message_id: m.internal_id,
+            from: m.from,
+            to: m.to,
+            cc: m.cc,
+            date: m.date,
+            kind: m.kind,
+            excerpt: m.excerpt,
+            rule: Some(m.rule),
+            received_at: Some(m.received_at),
+        }
+    }
+}
+
+/// Generated mail shows as a message of kind `generated`.
+impl From<OutboxEntry> for MessageJson {
+    fn from(e: OutboxEntry) -> Self {
+        MessageJson {
+            message_id: e.message_id,
+            from: e.mail_from,
+            to: e.rcpt_to,
+            cc: Vec::new(),
+            date: Some(e.created_at.to_string()),
+            kind: MessageKind::Generated,
+            excerpt: format!("{} ({:?})", e.kind, e.state).to_lowercase(),
+            rule: None,
+            received_at: Some(e.created_at),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -130,32 +165,12 @@ pub fn ticket_show(store: &Store, cfg: &Config, tok: &str) -> Result<ShowJson, S
         .messages(n)
         .map_err(|e| e.to_string())?
         .into_iter()
-        .map(|m| MessageJson {
-            message_id: m.internal_id,
-            from: m.from,
-            to: m.to,
-            cc: m.cc,
-            date: m.date,
-            kind: m.kind,
-            excerpt: m.excerpt,
-            rule: Some(m.rule),
-            received_at: Some(m.received_at),
-        })
+        .map(MessageJson::from)
         .collect();
     // Generated mail of the ticket, from the outbox.
     for e in store.outbox_all().map_err(|e| e.to_string())? {
         if e.ticket == Some(n) {
-            messages.push(MessageJson {
-                message_id: e.message_id,
-                from: e.mail_from,
-                to: e.rcpt_to,
-                cc: Vec::new(),
-                date: Some(e.created_at.to_string()),
-                kind: MessageKind::Generated,
-                excerpt: format!("{} ({:?})", e.kind, e.state).to_lowercase(),
-                rule: None,
-                received_at: Some(e.created_at),
-            });
+            messages.push(MessageJson::from(e));
         }
     }
     messages.sort_by_key(|m| m.received_at);

@@ -127,6 +127,44 @@ pub struct Decision {
     pub commands: Vec<String>,
 }
 
+impl Decision {
+    /// A decision that changes nothing yet (action `apart`, no ticket); the
+    /// rules fill in what applies.
+    fn new(
+        classification: Classification,
+        thread: ThreadMatch,
+        internal_id: String,
+        stored_ids: StoredIds,
+        excerpt: String,
+        warnings: Vec<String>,
+    ) -> Decision {
+        Decision {
+            classification,
+            thread,
+            customer: None,
+            action: Action::Apart,
+            internal_id,
+            kind: MessageKind::Customer,
+            status_before: None,
+            ticket: None,
+            new_ticket: false,
+            also: None,
+            index_keys: Vec::new(),
+            conversation: None,
+            intents: Vec::new(),
+            ack_times: None,
+            learn: None,
+            stored_ids,
+            excerpt,
+            warnings,
+            no_ack_reason: None,
+            schedule: Vec::new(),
+            cancel: Vec::new(),
+            commands: Vec::new(),
+        }
+    }
+}
+
 /// What the pure core is told from outside the transaction: who vouched
 /// for the sender (DKIM/SPF/Authentication-Results, checked before the
 /// transaction because it needs DNS), and how to sign and check action
@@ -202,34 +240,22 @@ pub fn decide_with(
     {
         let id = id.clone();
         return Ok(Decision {
-            thread: ThreadMatch {
-                ticket: view.ticket_by_key(&p.message_id)?,
-                rule: Rule::New,
-                why: format!("already stored as <{id}>"),
-                related: Vec::new(),
-                ignored_tokens: Vec::new(),
-            },
-            classification: class,
-            customer: None,
             action: Action::Duplicate,
-            internal_id: id,
-            kind: MessageKind::Customer,
-            status_before: None,
-            ticket: None,
-            new_ticket: false,
-            also: None,
-            index_keys: Vec::new(),
-            conversation: None,
-            intents: Vec::new(),
-            ack_times: None,
-            learn: None,
-            stored_ids,
-            excerpt,
-            warnings,
             no_ack_reason: Some("duplicate delivery".into()),
-            schedule: Vec::new(),
-            cancel: Vec::new(),
-            commands: Vec::new(),
+            ..Decision::new(
+                class,
+                ThreadMatch {
+                    ticket: view.ticket_by_key(&p.message_id)?,
+                    rule: Rule::New,
+                    why: format!("already stored as <{id}>"),
+                    related: Vec::new(),
+                    ignored_tokens: Vec::new(),
+                },
+                id,
+                stored_ids,
+                excerpt,
+                warnings,
+            )
         });
     }
     if !stored_ids.variants.is_empty() {
@@ -254,28 +280,15 @@ pub fn decide_with(
     )?;
 
     let base = Decision {
-        classification: class.clone(),
-        thread: m.clone(),
         customer: sender_customer.clone(),
-        action: Action::Apart,
-        internal_id,
-        kind: MessageKind::Customer,
-        status_before: None,
-        ticket: None,
-        new_ticket: false,
-        also: None,
-        index_keys: Vec::new(),
-        conversation: None,
-        intents: Vec::new(),
-        ack_times: None,
-        learn: None,
-        stored_ids,
-        excerpt,
-        warnings,
-        no_ack_reason: None,
-        schedule: Vec::new(),
-        cancel: Vec::new(),
-        commands: Vec::new(),
+        ..Decision::new(
+            class.clone(),
+            m.clone(),
+            internal_id,
+            stored_ids,
+            excerpt,
+            warnings,
+        )
     };
 
     if class.kind == MailKind::Loop {

@@ -413,3 +413,40 @@ pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// The first `name` header of a raw message, unfolded (a plain reader for
+/// tests, independent of the parser under test).
+pub fn header_value(raw: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            return None;
+        }
+        if let Some((n, v)) = line.split_once(':') {
+            if n.eq_ignore_ascii_case(name) {
+                let mut v = v.trim().to_string();
+                while let Some(next) = lines.peek() {
+                    if next.starts_with([' ', '\t']) {
+                        v.push(' ');
+                        v.push_str(next.trim());
+                        lines.next();
+                    } else {
+                        break;
+                    }
+                }
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
+/// The address or id inside angle brackets, or the trimmed value.
+pub fn angle(v: &str) -> String {
+    match (v.find('<'), v.rfind('>')) {
+        (Some(a), Some(b)) if a < b => v[a + 1..b].trim().to_string(),
+        _ => v.trim().to_string(),
+    }
+}
