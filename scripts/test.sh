@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that checks postdesk: installs what the tests need when it
-# is missing (Postfix, swaks, python3 — Debian packages), then runs rustfmt,
+# is missing (Postfix, Dovecot's LMTP server for the benchmark smoke test,
+# swaks, python3 — Debian packages), then runs rustfmt,
 # clippy and the whole test suite. CI runs this through .ci/run.
 #
 #   scripts/test.sh              everything
@@ -18,15 +19,16 @@ fail() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # ---- 1. system packages -----------------------------------------------------
-step "1/4 system packages (postfix, swaks, python3, strace)"
+step "1/4 system packages (postfix, dovecot-lmtpd, swaks, python3, strace)"
 missing=()
 command -v postconf >/dev/null 2>&1 && command -v postfix >/dev/null 2>&1 || missing+=(postfix)
+[ -x /usr/sbin/dovecot ] && [ -x /usr/lib/dovecot/lmtp ] || missing+=(dovecot-lmtpd)
 command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "all present: $(postconf -d -h mail_version 2>/dev/null | sed 's/^/postfix /'), swaks, $(python3 --version 2>&1)"
+    echo "all present: $(postconf -d -h mail_version 2>/dev/null | sed 's/^/postfix /'), $(/usr/sbin/dovecot --version 2>/dev/null | sed 's/^/dovecot /'), swaks, $(python3 --version 2>&1)"
 elif [ "$(id -u)" -ne 0 ]; then
     cat >&2 <<EOF
 test.sh: missing: ${missing[*]}
@@ -52,6 +54,9 @@ else
     for c in postconf swaks python3 strace; do
         command -v "$c" >/dev/null 2>&1 || fail "$c still missing after apt-get install"
     done
+    [ -x /usr/lib/dovecot/lmtp ] || fail "dovecot-lmtpd still missing after apt-get install"
+    # The benchmark runs its own throwaway Dovecot on a free loopback port;
+    # a system Dovecot the package may have started is not in its way.
     echo "installed: ${missing[*]}"
 fi
 
