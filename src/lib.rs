@@ -17,6 +17,8 @@
 //! - `ingest`: PURE parse → classify → thread → decide.
 //! - `render`: PURE templates and mail building for generated mail.
 //! - `store`: the `View`/commit boundary; sled backend; raw-message spool.
+//! - `policy`: PURE desk policies: routing rules and their trace, default
+//!   owner, fair auto-distribution (config shapes in `config::policy`).
 //! - `workflow`: PURE command grammar and ticket state machine; signed
 //!   action links; DKIM/SPF/Authentication-Results checks (`auth`, the one
 //!   part that does I/O, run before the transaction).
@@ -34,6 +36,7 @@ pub mod deliver;
 pub mod ingest;
 pub mod lmtp;
 pub mod outbox;
+pub mod policy;
 pub mod render;
 pub mod schedule;
 pub mod shutdown;

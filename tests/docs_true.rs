@@ -2,7 +2,10 @@
 //! `Config::default()` and the list item types) is documented in
 //! docs/configuration.md, and the production template loads.
 
-use postdesk::config::{Agent, Config, Customer};
+use postdesk::config::{
+    Actions, Agent, BusinessHours, Category, Conditions, Config, Customer, Group, HeaderCondition,
+    Priority, Rule, Vacation,
+};
 use serde_json::Value;
 
 fn keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
@@ -32,13 +35,23 @@ fn every_config_key_is_in_configuration_md() {
         &serde_json::to_value(Config::default()).unwrap(),
         &mut all,
     );
+    let vacation = Vacation {
+        from: "2026-07-01".parse().unwrap(),
+        until: "2026-07-14".parse().unwrap(),
+    };
     let agent = Agent {
         email: "a@b".into(),
         name: Some("A".into()),
+        vacation: vec![vacation.clone()],
     };
     keys(
         "team.agents[]",
         &serde_json::to_value(agent).unwrap(),
+        &mut all,
+    );
+    keys(
+        "team.agents[].vacation[]",
+        &serde_json::to_value(vacation).unwrap(),
         &mut all,
     );
     let customer = Customer {
@@ -46,12 +59,46 @@ fn every_config_key_is_in_configuration_md() {
         name: None,
         addresses: vec![],
         domains: vec![],
+        category: Some("gold".into()),
+        manager: Some("a@b".into()),
     };
     keys(
         "customers[]",
         &serde_json::to_value(customer).unwrap(),
         &mut all,
     );
+    // Desk policy items: walked from fully written examples, since the
+    // defaults leave these lists empty (or hold only plain values).
+    let items: Vec<(&str, Value)> = vec![
+        (
+            "priorities[]",
+            serde_json::to_value(Priority::default()).unwrap(),
+        ),
+        ("groups[]", serde_json::to_value(Group::default()).unwrap()),
+        (
+            "categories[]",
+            serde_json::to_value(Category::default()).unwrap(),
+        ),
+        (
+            "routing[]",
+            serde_json::to_value(Rule {
+                when: Conditions {
+                    header: Some(HeaderCondition::default()),
+                    ..Conditions::default()
+                },
+                then: Actions::default(),
+                ..Rule::default()
+            })
+            .unwrap(),
+        ),
+        (
+            "policy.business_hours",
+            serde_json::to_value(BusinessHours::default()).unwrap(),
+        ),
+    ];
+    for (prefix, v) in &items {
+        keys(prefix, v, &mut all);
+    }
     assert!(all.len() > 40, "walked too few keys: {all:?}");
     let missing: Vec<_> = all
         .iter()

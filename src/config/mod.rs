@@ -7,8 +7,16 @@
 //! (a test keeps that true).
 
 mod duration;
+mod locate;
+mod policy;
 
 pub use duration::Duration;
+pub use locate::line_of_path;
+pub use policy::{
+    build_regex, check as check_policy, default_priorities, Actions, BusinessHours, Category,
+    Conditions, Distribution, DistributionMode, Group, HeaderCondition, OpenHours, PolicyError,
+    Priority, Rule, Vacation, REGEX_SIZE_LIMIT,
+};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -55,6 +63,12 @@ pub struct Config {
     pub customers_file: Option<PathBuf>,
     /// Where `en/`, `et/` … template folders live; none = the built-in set.
     pub templates_dir: Option<PathBuf>,
+    /// Ordered lowest first; see `policy.rs` for the desk-policy keys.
+    pub priorities: Vec<Priority>,
+    pub groups: Vec<Group>,
+    pub categories: Vec<Category>,
+    /// First match wins (docs/policies.md).
+    pub routing: Vec<Rule>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,12 +105,15 @@ pub struct Team {
     pub distribute: Distribute,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Agent {
     pub email: String,
     #[serde(default)]
     pub name: Option<String>,
+    /// Days away: distribution skips the agent on them.
+    #[serde(default)]
+    pub vacation: Vec<Vacation>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -132,6 +149,9 @@ pub struct Policy {
     pub digest_at: Option<String>,
     /// Public mail providers added to the bundled list (never matched by domain).
     pub extra_public_domains: Vec<String>,
+    /// For the `business_hours` rule condition; none = that condition
+    /// cannot be used.
+    pub business_hours: Option<BusinessHours>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -173,7 +193,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Customer {
     pub id: String,
@@ -183,6 +203,14 @@ pub struct Customer {
     pub addresses: Vec<String>,
     #[serde(default)]
     pub domains: Vec<String>,
+    /// Free text (`gold`, `partner`) for the `customer_category` rule
+    /// condition; not a ticket category.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// The agent responsible for this customer: the default owner of its
+    /// tickets when no rule assigns one.
+    #[serde(default)]
+    pub manager: Option<String>,
 }
 
 impl Default for Config {
@@ -202,6 +230,10 @@ impl Default for Config {
             customers: Vec::new(),
             customers_file: None,
             templates_dir: None,
+            priorities: default_priorities(),
+            groups: Vec::new(),
+            categories: Vec::new(),
+            routing: Vec::new(),
         }
     }
 }
@@ -237,6 +269,7 @@ impl Default for Team {
             agents: vec![Agent {
                 email: "agent@localhost".into(),
                 name: None,
+                vacation: Vec::new(),
             }],
             leads: Vec::new(),
             distribute: Distribute::Everyone,
@@ -265,6 +298,7 @@ impl Default for Policy {
             ack_rate_limit: 5,
             digest_at: None,
             extra_public_domains: Vec::new(),
+            business_hours: None,
         }
     }
 }
@@ -327,6 +361,8 @@ impl Config {
                 line: e.location().map(|l| l.line()).unwrap_or(0),
                 message: tidy_serde_message(&e.to_string()),
             })?;
+            policy::check_customers(&cfg, &more, "")
+                .map_err(|e| locate_policy_error(&text, &name, e))?;
             cfg.customers.extend(more);
         }
         Ok(cfg)
@@ -451,6 +487,7 @@ impl Config {
                 ));
             }
         }
+        policy::check(self).map_err(|e| locate_policy_error(text, file, e))?;
         Ok(())
     }
 
@@ -515,6 +552,23 @@ fn is_plausible_address(a: &str) -> bool {
     match a.split_once('@') {
         Some((l, d)) => !l.is_empty() && !d.is_empty() && !a.contains(char::is_whitespace),
         None => false,
+    }
+}
+
+/// A policy check names its key as a path (`routing[2].if.subject`); this
+/// finds its line, or leaves the line out when the key is not written.
+fn locate_policy_error(text: &str, file: &str, e: PolicyError) -> Error {
+    match line_of_path(text, &e.key) {
+        Some(line) => Error::Invalid {
+            file: file.to_string(),
+            line,
+            message: e.to_string(),
+        },
+        None => Error::Semantic {
+            file: file.to_string(),
+            key: e.key,
+            message: e.message,
+        },
     }
 }
 

@@ -271,7 +271,7 @@ mod tests {
         c.team.domains = vec!["desk.test".into()];
         c.team.agents = vec![crate::config::Agent {
             email: "alice@desk.test".into(),
-            name: None,
+            ..Default::default()
         }];
         c
     }
