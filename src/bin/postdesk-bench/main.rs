@@ -278,6 +278,7 @@ struct Ctx {
     /// How long the relay must stay silent before the outbox counts as
     /// drained.
     quiet: Duration,
+    keep: bool,
     counter: std::sync::atomic::AtomicUsize,
 }
 
@@ -292,6 +293,9 @@ impl Ctx {
     }
 
     fn remove(&self, d: &Path) {
+        if self.keep {
+            return;
+        }
         let _ = std::fs::remove_dir_all(d);
     }
 }
@@ -584,6 +588,7 @@ async fn main() -> anyhow::Result<()> {
         runs,
         dovecot: !args.no_dovecot,
         quiet: Duration::from_millis(if args.smoke { 300 } else { 1500 }),
+        keep: args.keep,
         counter: Default::default(),
     };
     eprintln!("postdesk-bench: {} ; work in {}", machine(), work.display());
