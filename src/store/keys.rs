@@ -6,13 +6,20 @@ pub const NEXT_TICKET: &[u8] = b"meta/next_ticket";
 pub const NEXT_OUTBOX: &[u8] = b"meta/next_outbox";
 pub const NEXT_APART: &[u8] = b"meta/next_apart";
 pub const NEXT_JOB: &[u8] = b"meta/next_job";
+/// Version of the key layout; absent means 1.
+pub const LAYOUT: &[u8] = b"meta/layout";
+/// 2: a message's stored ids live in its `k/` value, not under `i/`.
+pub const LAYOUT_CURRENT: u64 = 2;
 
 pub const TICKET: &[u8] = b"t/";
 pub const MESSAGE: &[u8] = b"m/";
 pub const APART: &[u8] = b"a/";
 pub const THREAD_KEY: &[u8] = b"k/";
 pub const CONVERSATION: &[u8] = b"c/";
-pub const STORED_ID: &[u8] = b"i/";
+/// Layout 1 only: stored ids had a key of their own. A lookup by
+/// Message-ID then touched two random leaves of the tree, which at a
+/// million tickets cost a page-in each (docs/performance.md).
+pub const STORED_ID_V1: &[u8] = b"i/";
 pub const OUTBOX: &[u8] = b"o/";
 pub const QUEUE: &[u8] = b"q/";
 pub const ACKS: &[u8] = b"r/";
@@ -46,8 +53,19 @@ pub fn thread_key(message_id: &str) -> Vec<u8> {
 pub fn conversation(key: &str) -> Vec<u8> {
     cat(CONVERSATION, &[key.as_bytes()])
 }
-pub fn stored_id(message_id: &str) -> Vec<u8> {
-    cat(STORED_ID, &[message_id.as_bytes()])
+/// A `k/` value: the ticket (0 for none, e.g. a message kept apart), then
+/// the encoded stored ids when the message itself was stored.
+pub fn thread_value(ticket: u64, stored: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + stored.len());
+    v.extend_from_slice(&ticket.to_be_bytes());
+    v.extend_from_slice(stored);
+    v
+}
+
+/// (ticket, stored ids bytes) of a `k/` value; ticket 0 means none.
+pub fn split_thread_value(v: &[u8]) -> (Option<u64>, &[u8]) {
+    let ticket = v.get(..8).and_then(be_u64).filter(|n| *n != 0);
+    (ticket, v.get(8..).unwrap_or(&[]))
 }
 pub fn outbox(id: u64) -> Vec<u8> {
     cat(OUTBOX, &[&id.to_be_bytes()])
@@ -88,6 +106,25 @@ pub fn be_u64(b: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_values_carry_ticket_and_stored_ids() {
+        assert_eq!(
+            split_thread_value(&thread_value(7, b"")),
+            (Some(7), &b""[..])
+        );
+        assert_eq!(
+            split_thread_value(&thread_value(0, b"xy")),
+            (None, &b"xy"[..])
+        );
+        assert_eq!(
+            split_thread_value(&thread_value(9, b"xy")),
+            (Some(9), &b"xy"[..])
+        );
+        // A layout-1 value is the bare ticket number.
+        assert_eq!(split_thread_value(&3u64.to_be_bytes()), (Some(3), &b""[..]));
+        assert_eq!(split_thread_value(b"bad"), (None, &b""[..]));
+    }
     #[test]
     fn queue_sorts_by_due_then_id() {
         let mut ks = [queue(5, 2), queue(-3, 9), queue(5, 1), queue(1_000_000, 0)];

@@ -105,6 +105,10 @@ impl Store {
         let tree = db.open_tree("postdesk")?;
         let spool = Spool::open(&spool_dir)?;
         let db_file = File::open(db_dir.join("db")).map_err(io(&db_dir))?;
+        if migrate_layout(&tree)? {
+            db.flush()?;
+            db_file.sync_data().map_err(io(&db_dir))?;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             db,
@@ -487,6 +491,51 @@ fn committer(
     }
 }
 
+/// Brings a store written by an older postdesk to the current key layout.
+/// Each step is one atomic sled batch that is safe to repeat, so a crash
+/// part-way leaves a store the next start finishes. True when it wrote.
+fn migrate_layout(tree: &sled::Tree) -> Result<bool> {
+    let layout = tree
+        .get(keys::LAYOUT)?
+        .and_then(|v| keys::be_u64(&v))
+        .unwrap_or(1);
+    if layout >= keys::LAYOUT_CURRENT {
+        return Ok(false);
+    }
+    let mut moved = 0u64;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in tree.scan_prefix(keys::STORED_ID_V1).take(10_000) {
+            let (k, v) = kv?;
+            let Some(id) = k.get(keys::STORED_ID_V1.len()..) else {
+                continue;
+            };
+            let tk = [keys::THREAD_KEY, id].concat();
+            let ticket = tree
+                .get(&tk)?
+                .and_then(|t| keys::split_thread_value(&t).0)
+                .unwrap_or(0);
+            batch.insert(tk, keys::thread_value(ticket, &v));
+            batch.remove(k);
+            n += 1;
+        }
+        if n == 0 {
+            break;
+        }
+        tree.apply_batch(batch)?;
+        moved += n;
+    }
+    tree.insert(keys::LAYOUT, keys::LAYOUT_CURRENT.to_be_bytes().to_vec())?;
+    if moved > 0 {
+        tracing::info!(
+            moved,
+            "store layout 1 → 2: stored ids folded into thread keys"
+        );
+    }
+    Ok(true)
+}
+
 /// The highest outbox id allocated so far.
 fn last_outbox_id(tree: &sled::Tree) -> u64 {
     tree.get(keys::NEXT_OUTBOX)
@@ -610,15 +659,29 @@ impl Tx<'_> {
     }
 
     pub fn index_thread_key(&self, message_id: &str, ticket: u64) -> Result<()> {
-        self.put(keys::thread_key(message_id), ticket.to_be_bytes().to_vec())
+        let key = keys::thread_key(message_id);
+        let old = self.t.get(&key).map_err(tx_err)?;
+        let stored = old
+            .as_deref()
+            .map(|v| keys::split_thread_value(v).1)
+            .unwrap_or(&[]);
+        self.put(key, keys::thread_value(ticket, stored))
     }
 
     pub fn index_conversation(&self, key: &str, ticket: u64) -> Result<()> {
         self.put(keys::conversation(key), ticket.to_be_bytes().to_vec())
     }
 
+    /// Beside the thread key of the same Message-ID: one leaf holds what
+    /// duplicate detection and the reverse-reference rule both look up.
     pub fn put_stored_ids(&self, message_id: &str, ids: &StoredIds) -> Result<()> {
-        self.put(keys::stored_id(message_id), encode(ids))
+        let key = keys::thread_key(message_id);
+        let old = self.t.get(&key).map_err(tx_err)?;
+        let ticket = old
+            .as_deref()
+            .and_then(|v| keys::split_thread_value(v).0)
+            .unwrap_or(0);
+        self.put(key, keys::thread_value(ticket, &encode(ids)))
     }
 
     pub fn put_ack_times(&self, address: &str, times: &[Timestamp]) -> Result<()> {
@@ -672,7 +735,7 @@ impl View for Tx<'_> {
             .t
             .get(keys::thread_key(message_id))
             .map_err(tx_err)?
-            .and_then(|v| keys::be_u64(&v)))
+            .and_then(|v| keys::split_thread_value(&v).0))
     }
     fn ticket_by_conversation(&self, key: &str) -> Result<Option<u64>> {
         Ok(self
@@ -682,7 +745,18 @@ impl View for Tx<'_> {
             .and_then(|v| keys::be_u64(&v)))
     }
     fn stored_ids(&self, message_id: &str) -> Result<Option<StoredIds>> {
-        self.get(&keys::stored_id(message_id))
+        let key = keys::thread_key(message_id);
+        let Some(v) = self.t.get(&key).map_err(tx_err)? else {
+            return Ok(None);
+        };
+        let stored = keys::split_thread_value(&v).1;
+        if stored.is_empty() {
+            return Ok(None);
+        }
+        decode(stored).map(Some).map_err(|why| Error::Corrupt {
+            key: String::from_utf8_lossy(&key).into_owned(),
+            why,
+        })
     }
     fn learned_customer(&self, address: &str) -> Result<Option<String>> {
         self.get(&keys::learned(address))
@@ -745,5 +819,92 @@ impl Writes for Tx<'_> {
             self.del(key)?;
         }
         Ok(job)
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    fn ids(hash: &str) -> StoredIds {
+        StoredIds {
+            variants: vec![(hash.into(), format!("{hash}@internal"))],
+        }
+    }
+
+    #[test]
+    fn a_layout_1_store_is_migrated_on_open_and_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What postdesk 0.1.0 wrote: stored ids under i/, bare ticket
+            // numbers under k/, no layout mark.
+            let db = sled::open(dir.path().join("store")).unwrap();
+            let t = db.open_tree("postdesk").unwrap();
+            for n in 0..25_000u64 {
+                let id = format!("m{n}@example.net");
+                t.insert(
+                    [keys::STORED_ID_V1, id.as_bytes()].concat(),
+                    encode(&ids(&n.to_string())),
+                )
+                .unwrap();
+                t.insert(keys::thread_key(&id), (n % 7 + 1).to_be_bytes().to_vec())
+                    .unwrap();
+            }
+            t.insert(
+                keys::thread_key("only-a-reference@x"),
+                4u64.to_be_bytes().to_vec(),
+            )
+            .unwrap();
+            // Kept apart in 0.1.0: stored ids and no thread key.
+            t.insert([keys::STORED_ID_V1, b"apart@x"].concat(), encode(&ids("a")))
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let tree = &store.inner.tree;
+        assert_eq!(
+            tree.scan_prefix(keys::STORED_ID_V1).count(),
+            0,
+            "i/ left over"
+        );
+        assert_eq!(
+            tree.get(keys::LAYOUT).unwrap().as_deref(),
+            Some(&keys::LAYOUT_CURRENT.to_be_bytes()[..])
+        );
+        store
+            .with_read_view(|v| {
+                for n in [0u64, 9_999, 24_999] {
+                    let id = format!("m{n}@example.net");
+                    assert_eq!(v.stored_ids(&id)?, Some(ids(&n.to_string())), "{id}");
+                    assert_eq!(v.ticket_by_key(&id)?, Some(n % 7 + 1), "{id}");
+                }
+                assert_eq!(v.ticket_by_key("only-a-reference@x")?, Some(4));
+                assert_eq!(v.stored_ids("only-a-reference@x")?, None);
+                assert_eq!(v.stored_ids("apart@x")?, Some(ids("a")));
+                assert_eq!(v.ticket_by_key("apart@x")?, None);
+                assert_eq!(v.stored_ids("never@x")?, None);
+                Ok(())
+            })
+            .unwrap();
+        // Written in either order, both halves of a k/ value survive.
+        store
+            .commit_blocking(None, |tx, _| {
+                tx.put_stored_ids("new@x", &ids("n"))?;
+                tx.index_thread_key("new@x", 12)?;
+                tx.index_thread_key("other@x", 13)?;
+                tx.put_stored_ids("other@x", &ids("o"))
+            })
+            .unwrap();
+        store
+            .with_read_view(|v| {
+                assert_eq!(v.stored_ids("new@x")?, Some(ids("n")));
+                assert_eq!(v.ticket_by_key("new@x")?, Some(12));
+                assert_eq!(v.stored_ids("other@x")?, Some(ids("o")));
+                assert_eq!(v.ticket_by_key("other@x")?, Some(13));
+                Ok(())
+            })
+            .unwrap();
+        // Done once: the next start finds nothing to do.
+        assert!(!migrate_layout(&store.inner.tree).unwrap());
     }
 }
