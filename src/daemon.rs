@@ -49,6 +49,7 @@ pub async fn run(
     let templates = Arc::new(Templates::load(cfg.templates_dir.as_deref())?);
     let store = Store::open(&cfg.data_dir)?;
     store.set_min_free_space(cfg.limits.min_free_space);
+    store.set_commit_timeout(cfg.limits.commit_timeout.std());
     let transport = transport::from_config(&cfg.outbound).map_err(Error::Transport)?;
 
     let mut bound = Vec::new();

@@ -673,3 +673,38 @@ fn read_only_data_dir_refuses_to_start() {
         "nothing listens"
     );
 }
+
+// -------------------------------------------------------------- wedged --
+
+/// A commit that never finishes (sled 0.34's log-writer deadlock, upstream
+/// spacejam/sled#1412; here the debug-only stall switch) must not hold the
+/// MTA's sessions until they time out: the watchdog exits 75 for a restart,
+/// nothing was acknowledged, and the retried mail is stored once.
+#[test]
+fn a_wedged_store_exits_75_and_the_retry_is_stored_once() {
+    let sink = Sink::start_blocking();
+    let mut d = Daemon::start(sink.port(), "limits:\n  commit_timeout: 1s\n");
+    let stall = d.data_dir().join(postdesk::store::STALL_FILE);
+    std::fs::write(&stall, b"").unwrap();
+    let (from, m) = customer_mail(75);
+    let port = d.port;
+    let (f2, m2) = (from.clone(), m.clone());
+    let client = std::thread::spawn(move || {
+        let mut l = Lmtp::connect(port);
+        l.send(&f2, &["support@example.com"], &m2)
+    });
+    assert_eq!(d.wait_exit(30), Some(75), "{}", d.log());
+    let replies = client.join().unwrap_or_default();
+    assert!(
+        !replies.iter().any(|r| r.starts_with("250")),
+        "acknowledged while wedged: {replies:?}"
+    );
+    assert!(d.log().contains("store wedged"), "{}", d.log());
+
+    std::fs::remove_file(&stall).unwrap();
+    d.restart();
+    d.deliver_ok(&from, &m);
+    let tickets = d.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    assert_eq!(tickets[0]["message_ids"][0], "fault75@cust.test");
+}

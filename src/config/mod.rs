@@ -175,6 +175,9 @@ pub struct Limits {
     /// Bytes that must stay free on the data dir's filesystem; below that,
     /// mail is answered 451 before anything is written.
     pub min_free_space: u64,
+    /// A store commit still running after this long means the store is
+    /// wedged: postdesk exits 75 so the service manager restarts it.
+    pub commit_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -323,6 +326,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             session_timeout: Duration::from_secs(1800),
             min_free_space: 32 * 1024 * 1024,
+            commit_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -20,7 +20,7 @@ mod sled_store;
 pub mod spool;
 
 pub use model::*;
-pub use sled_store::{Store, Tx, FAULT_FILE};
+pub use sled_store::{Store, Tx, FAULT_FILE, STALL_FILE};
 
 use std::path::PathBuf;
 

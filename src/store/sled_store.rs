@@ -55,6 +55,11 @@ struct Inner {
     /// Outbox ids up to here are on stable storage; the sender sends only
     /// those, so no mail goes out for a batch that could still be lost.
     durable_outbox: AtomicU64,
+    /// When the batch now being committed started (ms since the epoch; 0
+    /// when idle), for the wedge watchdog.
+    busy_since_ms: AtomicU64,
+    /// `limits.commit_timeout` in ms (0: no watchdog).
+    commit_timeout_ms: AtomicU64,
 }
 
 /// Cheap to clone: every clone talks to the same committer.
@@ -120,6 +125,8 @@ impl Store {
             worker: Mutex::new(None),
             min_free: AtomicU64::new(0),
             durable_outbox: AtomicU64::new(0),
+            busy_since_ms: AtomicU64::new(0),
+            commit_timeout_ms: AtomicU64::new(0),
         });
         // Whatever recovery found is on disk.
         inner
@@ -133,11 +140,23 @@ impl Store {
         if let Ok(mut w) = inner.worker.lock() {
             *w = Some(handle);
         }
+        let watched = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("store-watchdog".into())
+            .spawn(move || watchdog(watched))
+            .map_err(io(data_dir))?;
         Ok(Store { inner })
     }
 
     pub fn data_dir(&self) -> &Path {
         &self.inner.data_dir
+    }
+
+    /// Exit 75 when one batch has been committing for longer than `limit`
+    /// (`limits.commit_timeout`; zero turns the watchdog off).
+    pub fn set_commit_timeout(&self, limit: std::time::Duration) {
+        let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        self.inner.commit_timeout_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Refuse batches (451) while fewer than `bytes` are free on the data
@@ -412,6 +431,8 @@ fn committer(
             }
             continue;
         }
+        inner.busy_since_ms.store(now_ms(), Ordering::SeqCst);
+        stall_while_asked(&inner.data_dir);
         let mut wrote = false;
         for job in batch.drain(..) {
             let raw_ref = match job.raw.as_deref() {
@@ -459,6 +480,7 @@ fn committer(
                 .durable_outbox
                 .store(last_outbox_id(&inner.tree), Ordering::SeqCst);
         }
+        inner.busy_since_ms.store(0, Ordering::SeqCst);
         let n = results.len();
         if let Ok(mut s) = inner.stats.lock() {
             s.batches += 1;
@@ -574,6 +596,56 @@ pub const FAULT_FILE: &str = "fail-commits.debug";
 
 fn injected_fault(data_dir: &Path) -> bool {
     cfg!(debug_assertions) && data_dir.join(FAULT_FILE).exists()
+}
+
+/// Debug builds only: while `data_dir/STALL_FILE` exists, the committer
+/// hangs inside its batch, as it would in a sled deadlock (tests of the
+/// wedge watchdog). Release builds never look.
+pub const STALL_FILE: &str = "stall-commits.debug";
+
+fn stall_while_asked(data_dir: &Path) {
+    while cfg!(debug_assertions) && data_dir.join(STALL_FILE).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// sled 0.34 can deadlock its log writer under heavy write load (upstream
+/// spacejam/sled#1412: the segment accountant waits, holding its lock, on
+/// a file truncation queued behind I/O threads that wait for that lock).
+/// Nothing inside the process can free it, and the sessions would hold
+/// their clients until the MTA times out. A batch is seconds at worst, so
+/// one that is still running after `limits.commit_timeout` is wedged: exit
+/// 75 for a restart. Nothing acknowledged is lost (every 250 follows a
+/// sync), and the MTA retries what was in flight.
+fn watchdog(inner: std::sync::Weak<Inner>) {
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let since = inner.busy_since_ms.load(Ordering::SeqCst);
+        let limit = inner.commit_timeout_ms.load(Ordering::SeqCst);
+        if since == 0 || limit == 0 {
+            continue;
+        }
+        let busy = now_ms().saturating_sub(since);
+        if busy > limit {
+            tracing::error!(
+                busy_ms = busy,
+                limit_ms = limit,
+                data_dir = %inner.data_dir.display(),
+                "store wedged: a commit has not finished; exiting so a restart resumes from what is on disk"
+            );
+            std::process::exit(75);
+        }
+    }
 }
 
 fn make_durable(inner: &Inner, spool: &mut Spool, db_file: &File) -> Result<()> {

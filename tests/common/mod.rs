@@ -153,6 +153,19 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Waits up to `secs` for the daemon to exit by itself: its exit code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let c = self.child.as_mut()?;
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .arg("--config")
