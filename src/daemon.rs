@@ -30,6 +30,8 @@ pub enum Error {
     Control(#[from] crate::control::Error),
     #[error("action-link secret {path}: {why}")]
     Secret { path: String, why: String },
+    #[error(transparent)]
+    Policy(#[from] crate::config::PolicyError),
 }
 
 /// Handles the caller can use while the daemon runs (tests, signal loop).
@@ -47,9 +49,20 @@ pub async fn run(
 ) -> Result<(), Error> {
     let cfg = Arc::new(cfg);
     let templates = Arc::new(Templates::load(cfg.templates_dir.as_deref())?);
+    // Compiled once per load; deliveries share it (a reload builds anew).
+    let rules = crate::policy::Rules::new(&cfg)?;
     let store = Store::open(&cfg.data_dir)?;
     store.set_min_free_space(cfg.limits.min_free_space);
     store.set_commit_timeout(cfg.limits.commit_timeout.std());
+    // Before anything else writes: a store from before the load counters
+    // gets them, counted from its tickets.
+    let s2 = store.clone();
+    if tokio::task::spawn_blocking(move || crate::workload::ensure_loads(&s2))
+        .await
+        .map_err(|e| crate::store::Error::Other(e.to_string()))??
+    {
+        tracing::info!("agent load counters built from the tickets");
+    }
     let transport = transport::from_config(&cfg.outbound).map_err(Error::Transport)?;
 
     let mut bound = Vec::new();
@@ -90,6 +103,7 @@ pub async fn run(
     let deliverer = Arc::new(Deliverer::new(
         cfg.clone(),
         templates,
+        rules,
         store.clone(),
         wake.clone(),
         schedule_wake.clone(),
@@ -121,6 +135,7 @@ pub async fn run(
         control_path,
         store.clone(),
         Arc::new(move || d2.current()),
+        wake.clone(),
         inner.clone(),
     ));
 

@@ -11,11 +11,10 @@
 //! 4. log the SPEC's `delivered …` line (only here) and wake the sender.
 
 use crate::config::Config;
-use crate::ingest::decide::{
-    decide, decide_with, token, Action, Context, Decision, Intent, LinkSigner,
-};
+use crate::ingest::decide::{decide_with, token, Action, Context, Decision, Intent, LinkSigner};
 use crate::ingest::{parse::parse, Envelope, Parsed};
 use crate::lmtp::{BoxFuture, Handler, Outcome};
+use crate::policy::Rules;
 use crate::render::{desk, render_all, render_all_with, Templates};
 use crate::store::{
     JobKind, MessageRecord, OutboxEntry, Result, ScheduledRef, SpoolRef, Store, Ticket, Timestamp,
@@ -28,10 +27,12 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-/// What the daemon's sessions deliver through. Config and templates sit
-/// behind a lock so a reload swaps them between messages.
+/// What the daemon's sessions deliver through. Config, templates and the
+/// routing rules compiled from that config sit behind one lock, so a reload
+/// swaps them together between messages and a message never meets rules
+/// from another config.
 pub struct Deliverer {
-    state: RwLock<(Arc<Config>, Arc<Templates>)>,
+    state: RwLock<(Arc<Config>, Arc<Templates>, Rules)>,
     store: Store,
     wake: Arc<Notify>,
     /// Wakes the scheduler when a decision scheduled something.
@@ -67,9 +68,11 @@ fn carries_commands(p: &Parsed, env: &Envelope, cfg: &Config) -> bool {
 }
 
 impl Deliverer {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: Arc<Config>,
         templates: Arc<Templates>,
+        rules: Rules,
         store: Store,
         wake: Arc<Notify>,
         schedule_wake: Arc<Notify>,
@@ -77,7 +80,7 @@ impl Deliverer {
         resolver: Option<Arc<Resolver>>,
     ) -> Self {
         Deliverer {
-            state: RwLock::new((cfg, templates)),
+            state: RwLock::new((cfg, templates, rules)),
             store,
             wake,
             schedule_wake,
@@ -86,16 +89,23 @@ impl Deliverer {
         }
     }
     pub fn current(&self) -> (Arc<Config>, Arc<Templates>) {
+        let (cfg, tpl, _) = self.snapshot();
+        (cfg, tpl)
+    }
+
+    /// Config, templates and rules of one load, together.
+    pub fn snapshot(&self) -> (Arc<Config>, Arc<Templates>, Rules) {
         match self.state.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    pub fn replace(&self, cfg: Arc<Config>, templates: Arc<Templates>) {
+    /// `rules` must be compiled from `cfg` (`Rules::new`), once per load.
+    pub fn replace(&self, cfg: Arc<Config>, templates: Arc<Templates>, rules: Rules) {
         match self.state.write() {
-            Ok(mut g) => *g = (cfg, templates),
-            Err(poisoned) => *poisoned.into_inner() = (cfg, templates),
+            Ok(mut g) => *g = (cfg, templates, rules),
+            Err(poisoned) => *poisoned.into_inner() = (cfg, templates, rules),
         }
     }
 
@@ -108,7 +118,7 @@ impl Deliverer {
             message_id = %parsed.message_id
         );
         async move {
-            let (cfg, tpl) = self.current();
+            let (cfg, tpl, rules) = self.snapshot();
             let auth = match (&self.resolver, carries_commands(&parsed, &env, &cfg)) {
                 (Some(r), true) => Some(auth::check(&cfg, &raw, &env, &parsed, r).await),
                 _ => None,
@@ -121,6 +131,7 @@ impl Deliverer {
                 env,
                 cfg.clone(),
                 tpl,
+                rules,
                 now,
                 auth,
                 self.secret.clone(),
@@ -130,10 +141,10 @@ impl Deliverer {
             match res {
                 Ok(d) => {
                     log_delivered(&parsed, &d, &cfg, ms);
-                    if !d.intents.is_empty() {
+                    if !d.intents.is_empty() || !d.refilled.is_empty() {
                         self.wake.notify_one();
                     }
-                    if !d.schedule.is_empty() {
+                    if !d.schedule.is_empty() || !d.refilled.is_empty() {
                         self.schedule_wake.notify_one();
                     }
                     Outcome::Stored {
@@ -176,6 +187,7 @@ pub async fn commit_delivery(
     env: Envelope,
     cfg: Arc<Config>,
     tpl: Arc<Templates>,
+    rules: Rules,
     now: Timestamp,
     auth: Option<AuthResult>,
     secret: Option<Arc<Secret>>,
@@ -190,6 +202,8 @@ pub async fn commit_delivery(
                 vouched_by,
                 auth_notes: notes,
                 links: secret.as_deref().map(|s| s as &dyn LinkSigner),
+                rules: Some(&rules),
+                history: false,
             };
             decide_and_apply_with(
                 tx,
@@ -253,6 +267,11 @@ pub fn decide_and_apply_with(
     ctx: &Context,
 ) -> Result<Decision> {
     let mut d = decide_with(parsed, env, cfg, as_view(tx), now, ctx)?;
+    // The ticket as it was, to see whose load this change lowers.
+    let before = match &d.ticket {
+        Some(t) if !d.new_ticket => tx.ticket(t.number)?,
+        _ => None,
+    };
     if mode == Mode::Import {
         d.intents.clear();
         d.ack_times = None;
@@ -265,6 +284,17 @@ pub fn decide_and_apply_with(
     let mails = render_all_with(&d, parsed, cfg, tpl, now, ctx.links);
     let raw_ref = raw_ref.ok_or_else(|| crate::store::Error::Other("no raw message".into()))?;
     apply(tx, &d, parsed, mails, raw_ref, now)?;
+    if mode == Mode::Live {
+        let mut freed: Vec<String> = before
+            .iter()
+            .zip(d.ticket.iter())
+            .filter_map(|(b, a)| crate::workload::freed(b, a))
+            .collect();
+        if let Some((agent, None)) = &d.desk.away {
+            freed.push(agent.clone());
+        }
+        d.refilled = crate::workload::refill(tx, &freed, cfg, tpl, ctx.links, now)?;
+    }
     Ok(d)
 }
 
@@ -301,6 +331,7 @@ pub fn apply(
         problems: p.problems.clone(),
     };
     tx.put_stored_ids(&p.message_id, &d.stored_ids)?;
+    write_desk(tx, d)?;
     let Some(t) = &d.ticket else {
         tx.put_apart(&record)?;
         // A report request is kept apart and still schedules its report.
@@ -352,6 +383,17 @@ pub fn apply(
         tx.add_outbox(m)?;
     }
     tx.put_ticket(&t)
+}
+
+/// The decision's desk-policy records: distribution states, `#away`.
+fn write_desk(tx: &dyn Writes, d: &Decision) -> Result<()> {
+    for (key, state) in &d.desk.dist {
+        tx.put_dist_state(key, state)?;
+    }
+    if let Some((agent, away)) = &d.desk.away {
+        tx.put_agent_away(agent, away.as_ref())?;
+    }
+    Ok(())
 }
 
 fn outcome_id(d: &Decision, cfg: &Config) -> String {
@@ -425,8 +467,14 @@ pub fn explain(
     now: Timestamp,
 ) -> Result<(Parsed, Decision, Vec<OutboxEntry>)> {
     let parsed = parse(raw);
+    // A dry run on demand, not the delivery path: compiling here is fine.
+    let rules = Rules::new(cfg).map_err(|e| crate::store::Error::Other(e.to_string()))?;
+    let ctx = Context {
+        rules: Some(&rules),
+        ..Context::default()
+    };
     let run = |view: &dyn View| {
-        let d = decide(&parsed, env, cfg, view, now)?;
+        let d = decide_with(&parsed, env, cfg, view, now, &ctx)?;
         let mails = render_all(&d, &parsed, cfg, tpl, now);
         Ok((d, mails))
     };
@@ -439,7 +487,7 @@ pub fn explain(
 
 /// Removes cancelled jobs and adds scheduled ones; a ticket remembers its
 /// reminders and wake-ups so done/release can remove them.
-fn write_jobs(
+pub(crate) fn write_jobs(
     tx: &dyn Writes,
     t: &mut Ticket,
     cancel: &[ScheduledRef],
@@ -466,7 +514,12 @@ pub struct CommandOutcome {
     pub status_before: crate::store::Status,
     pub status_after: crate::store::Status,
     pub assignee: Option<String>,
+    pub category: Option<String>,
+    pub priority: String,
+    pub tags: Vec<String>,
     pub sent: Vec<String>,
+    /// Waiting tickets this change let distribution give out.
+    pub distributed: Vec<String>,
 }
 
 /// A command on ticket `n` by `actor` through the same state machine as
@@ -482,20 +535,54 @@ pub fn command_transaction(
     signer: Option<&dyn LinkSigner>,
     now: Timestamp,
 ) -> Result<std::result::Result<CommandOutcome, String>> {
+    commands_transaction(
+        tx,
+        n,
+        std::slice::from_ref(cmd),
+        cmd.name(),
+        actor,
+        cfg,
+        tpl,
+        signer,
+        now,
+    )
+}
+
+/// Several commands on one ticket, all or nothing (`ticket set`): the
+/// first refusal leaves the ticket as it was. `name` is what the outcome
+/// and log call it.
+#[allow(clippy::too_many_arguments)]
+pub fn commands_transaction(
+    tx: &dyn Writes,
+    n: u64,
+    cmds: &[crate::workflow::command::Command],
+    name: &str,
+    actor: &str,
+    cfg: &Config,
+    tpl: &Templates,
+    signer: Option<&dyn LinkSigner>,
+    now: Timestamp,
+) -> Result<std::result::Result<CommandOutcome, String>> {
     let Some(mut t) = tx.ticket(n)? else {
         return Ok(Err(format!("no ticket {}", token(cfg, n))));
     };
-    let before = t.status;
-    let fx = match crate::workflow::ops::apply(&mut t, cmd, actor, cfg, now) {
-        Ok(fx) => fx,
-        Err(e) => return Ok(Err(e)),
-    };
+    let before = t.clone();
+    let mut fx = Vec::new();
+    for cmd in cmds {
+        match crate::workflow::ops::apply(&mut t, cmd, actor, cfg, now) {
+            Ok(mut more) => fx.append(&mut more),
+            Err(e) if cmds.len() > 1 => {
+                return Ok(Err(format!("{}: {e}; nothing was changed", cmd.name())))
+            }
+            Err(e) => return Ok(Err(e)),
+        }
+    }
     let plan = crate::ingest::decide::plan(&mut t, fx, cfg);
     write_jobs(tx, &mut t, &plan.cancel, &plan.schedule, now)?;
     if let Some((addr, customer)) = &plan.learn {
         tx.learn_customer(addr, customer)?;
     }
-    let cause = format!("cli:{}:{}:{}", cmd.name(), n, now.as_millisecond());
+    let cause = format!("cli:{}:{}:{}", name, n, now.as_millisecond());
     let mut sent = Vec::new();
     for i in &plan.intents {
         let mail = match i {
@@ -518,12 +605,18 @@ pub fn command_transaction(
         tx.add_outbox(mail)?;
     }
     tx.put_ticket(&t)?;
+    let freed: Vec<String> = crate::workload::freed(&before, &t).into_iter().collect();
+    let distributed = crate::workload::refill(tx, &freed, cfg, tpl, signer, now)?;
     Ok(Ok(CommandOutcome {
         token: token(cfg, n),
-        command: cmd.name().into(),
-        status_before: before,
+        command: name.into(),
+        status_before: before.status,
         status_after: t.status,
         assignee: t.assignee.clone(),
+        category: t.category.clone(),
+        priority: t.priority.clone(),
+        tags: t.tags.clone(),
         sent,
+        distributed,
     }))
 }

@@ -18,14 +18,17 @@
 //! - `render`: PURE templates and mail building for generated mail.
 //! - `store`: the `View`/commit boundary; sled backend; raw-message spool.
 //! - `policy`: PURE desk policies: routing rules and their trace, default
-//!   owner, fair auto-distribution (config shapes in `config::policy`).
+//!   owner, fair auto-distribution (config shapes in `config::policy`);
+//!   `ingest::route` applies them to a new ticket.
 //! - `workflow`: PURE command grammar and ticket state machine; signed
 //!   action links; DKIM/SPF/Authentication-Results checks (`auth`, the one
 //!   part that does I/O, run before the transaction).
 //! - `schedule`: the durable scheduler (reminders, wake-ups, reports, digest).
 //! - `outbox`: the sender task and its transports (relay, direct, file).
 //! - `control`: the control socket protocol shared by daemon and CLI.
-//! - `deliver`, `daemon`, `shutdown`: wiring.
+//! - `deliver`, `daemon`, `shutdown`: wiring; `workload`: distribution
+//!   inside the transaction (a freed slot takes the oldest waiting ticket)
+//!   and the per-agent load counters.
 //! - `cli`: the command line (anyhow lives here and in main).
 
 pub mod cli;
@@ -42,3 +45,4 @@ pub mod schedule;
 pub mod shutdown;
 pub mod store;
 pub mod workflow;
+pub mod workload;

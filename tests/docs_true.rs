@@ -3,8 +3,8 @@
 //! docs/configuration.md, and the production template loads.
 
 use postdesk::config::{
-    Actions, Agent, BusinessHours, Category, Conditions, Config, Customer, Group, HeaderCondition,
-    Priority, Rule, Vacation,
+    Actions, Agent, BusinessHours, Category, Conditions, Config, Customer, Distribution, Group,
+    HeaderCondition, Priority, Rule, Vacation,
 };
 use serde_json::Value;
 
@@ -77,7 +77,11 @@ fn every_config_key_is_in_configuration_md() {
         ("groups[]", serde_json::to_value(Group::default()).unwrap()),
         (
             "categories[]",
-            serde_json::to_value(Category::default()).unwrap(),
+            serde_json::to_value(Category {
+                distribution: Some(Distribution::default()),
+                ..Category::default()
+            })
+            .unwrap(),
         ),
         (
             "routing[]",

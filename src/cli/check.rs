@@ -34,6 +34,7 @@ const TEMPLATE_NAMES: &[&str] = &[
     "reminder.txt",
     "report.txt",
     "digest.txt",
+    "capacity.txt",
 ];
 /// The ones customers get: they must carry the ticket token, or replies by
 /// subject cannot find the ticket.
@@ -148,6 +149,34 @@ fn check_all(cfg: &Config, path: Option<&Path>, r: &mut Report) {
     check_templates(cfg, r);
     check_customers(cfg, r);
     check_team(cfg, r);
+    check_policies(cfg, r);
+}
+
+// ---- desk policies ----------------------------------------------------------
+
+/// The rules compile (loading the file already checked every reference);
+/// say what the desk will do with new tickets.
+fn check_policies(cfg: &Config, r: &mut Report) {
+    match crate::policy::Rules::new(cfg) {
+        Ok(rules) => {
+            let enabled = cfg.routing.iter().filter(|x| x.enabled).count();
+            let distributed = cfg
+                .categories
+                .iter()
+                .filter(|c| c.distribution.is_some())
+                .count();
+            r.ok(
+                "routing",
+                format!(
+                    "{} rules ({enabled} enabled), {} categories ({distributed} auto-distributed), {} priorities; try one with `postdesk rules test < mail.eml`",
+                    rules.len(),
+                    cfg.categories.len(),
+                    cfg.priorities.len()
+                ),
+            );
+        }
+        Err(e) => r.fail("routing", format!("{e}; fix the rule")),
+    }
 }
 
 /// `Some(true)` when a daemon answers a ping on the control socket,
@@ -870,6 +899,8 @@ fn sample_context(cfg: &Config, token: &str) -> minijinja::Value {
         workload => vec![minijinja::context! { agent => "alice@desk.example", count => 4 }],
         customers => vec![minijinja::context! { customer => "acme", count => 2 }],
         agents => vec![minijinja::context! { name => "Alice", tickets => ts }],
+        category => "Billing", passed_over => vec!["alice@desk.example: full (10 of 10)"],
+        waiting => 3,
     }
 }
 

@@ -21,7 +21,8 @@
 
 use crate::config::Config;
 use crate::control::{self, Request};
-use crate::deliver::{decide_and_apply, Mode};
+use crate::deliver::{decide_and_apply_with, Mode};
+use crate::ingest::decide::Context as DecideContext;
 use crate::ingest::decide::{Action, Decision};
 use crate::ingest::{parse::parse, Envelope};
 use crate::render::Templates;
@@ -211,6 +212,7 @@ pub fn import_mbox(cfg: &Config, file: &Path) -> anyhow::Result<Summary> {
         .context("starting the runtime")?;
     let job = Import {
         store: store.clone(),
+        rules: crate::policy::Rules::new(cfg)?,
         cfg: Arc::new(cfg.clone()),
         tpl: Arc::new(tpl),
         file_time,
@@ -277,6 +279,8 @@ struct InFlight<'a> {
 
 struct Import {
     store: Store,
+    /// Compiled once for the whole import.
+    rules: crate::policy::Rules,
     cfg: Arc<Config>,
     tpl: Arc<Templates>,
     file_time: Timestamp,
@@ -329,10 +333,28 @@ impl Import {
             };
             let len = msg.raw.len();
             let (cfg, tpl, p) = (self.cfg.clone(), self.tpl.clone(), parsed.clone());
+            let rules = self.rules.clone();
             let mut fut: Pending<'_> = Box::pin(self.store.commit(
                 Some(Arc::new(msg.raw)),
                 move |tx, raw_ref| {
-                    decide_and_apply(tx, raw_ref, &p, &env, &cfg, &tpl, now, Mode::Import)
+                    // History: routed for category, priority, tags and
+                    // watchers, given to nobody (see `Context::history`).
+                    let ctx = DecideContext {
+                        rules: Some(&rules),
+                        history: true,
+                        ..DecideContext::default()
+                    };
+                    decide_and_apply_with(
+                        tx,
+                        raw_ref,
+                        &p,
+                        &env,
+                        &cfg,
+                        &tpl,
+                        now,
+                        Mode::Import,
+                        &ctx,
+                    )
                 },
             ));
             // The first poll queues the job with the committer (in mbox

@@ -83,6 +83,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: import::ImportCmd,
     },
+    /// The routing rules (docs/policies.md).
+    Rules {
+        #[command(subcommand)]
+        cmd: RulesCmd,
+    },
     /// Every ticket with its messages as JSON lines (the `ticket show
     /// --json` shape). Reads the store: stop the daemon first.
     Export {
@@ -92,6 +97,28 @@ pub enum Cmd {
         /// Include each message's raw bytes, base64.
         #[arg(long)]
         raw: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCmd {
+    /// Run the routing rules over a mail on stdin and print every rule in
+    /// order, matched or not and why, and what would be set. Uses the
+    /// config only: no daemon, no store (a customer is found from the
+    /// directory, not from earlier tickets).
+    Test {
+        /// Arrival time for `business_hours` (RFC 3339, or a date and time
+        /// in UTC such as 2026-03-10T08:15); default: the mail's Date
+        /// header, else now.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Envelope recipient, for `plus_tag` (default: the support
+        /// addresses in To and Cc).
+        #[arg(long, value_name = "ADDR")]
+        to: Option<String>,
+        /// Print the outcome and trace as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -137,6 +164,23 @@ pub enum TicketCmd {
     Spam { token: String },
     /// Set the ticket's customer and teach the directory.
     Customer { token: String, id: String },
+    /// Set category, priority and tags (as #category, #priority, #tag by
+    /// mail), all in one change.
+    Set {
+        token: String,
+        /// A categories[].id.
+        #[arg(long)]
+        category: Option<String>,
+        /// A priorities[].id.
+        #[arg(long)]
+        priority: Option<String>,
+        /// Add a tag (repeatable).
+        #[arg(long = "tag", value_name = "TAG")]
+        tag: Vec<String>,
+        /// Remove a tag (repeatable).
+        #[arg(long = "untag", value_name = "TAG")]
+        untag: Vec<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -263,7 +307,79 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(&cfg, "warn");
             export::run(&cfg, out.as_deref(), raw)
         }
+        Cmd::Rules {
+            cmd: RulesCmd::Test { at, to, json },
+        } => {
+            let cfg = load_config(config_path.as_deref())?;
+            init_logging(&cfg, "warn");
+            rules_test(&cfg, at.as_deref(), to.as_deref(), json)
+        }
     }
+}
+
+/// `rules test`: the rules over a mail from stdin, config only.
+fn rules_test(
+    cfg: &Config,
+    at: Option<&str>,
+    to: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut raw = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut raw)
+        .context("reading the message from stdin")?;
+    let rules = crate::policy::Rules::new(cfg)?;
+    let p = parse(&raw);
+    let arrival = match at {
+        Some(a) => crate::workflow::command::parse_until(a, Timestamp::now())
+            .filter(|_| a.parse::<crate::config::Duration>().is_err())
+            .ok_or_else(|| {
+                anyhow!("--at {a:?}: give a time such as 2026-03-10T10:15:00+02:00 or 2026-03-10T08:15 (UTC)")
+            })?,
+        None => p
+            .date
+            .as_deref()
+            .and_then(|d| d.parse::<Timestamp>().ok())
+            .unwrap_or_else(Timestamp::now),
+    };
+    let rcpt_to: Vec<String> = match to {
+        Some(t) => vec![t.to_string()],
+        None => {
+            p.to.iter()
+                .chain(p.cc.iter())
+                .filter(|a| cfg.support_tag(&a.email).is_some())
+                .map(|a| a.email.clone())
+                .collect()
+        }
+    };
+    let env = Envelope {
+        mail_from: String::new(),
+        rcpt_to,
+    };
+    let sender = p
+        .from
+        .as_ref()
+        .or(p.sender.as_ref())
+        .map(|a| a.email.clone())
+        .unwrap_or_default();
+    let customer = crate::ingest::customer::identify(&sender, cfg, &crate::store::EmptyView)?;
+    let own = crate::ingest::quote::own_text(&p.text);
+    let outcome = crate::ingest::route::evaluate_mail(
+        &rules,
+        &p,
+        &env,
+        &sender,
+        customer.as_ref().map(|c| c.customer.as_str()),
+        &own,
+        cfg,
+        arrival,
+    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        print!("{}", crate::policy::render_trace(&outcome));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -316,20 +432,22 @@ async fn reload_on_hangup(
             continue;
         };
         let loaded = Config::load(p).map_err(|e| e.to_string()).and_then(|c| {
-            Templates::load(c.templates_dir.as_deref())
-                .map(|t| (c, t))
-                .map_err(|e| e.to_string())
+            let t = Templates::load(c.templates_dir.as_deref()).map_err(|e| e.to_string())?;
+            // The rules are compiled here, once per reload, never per message.
+            let r = crate::policy::Rules::new(&c).map_err(|e| e.to_string())?;
+            Ok((c, t, r))
         });
         match loaded {
-            Ok((cfg, tpl)) => {
+            Ok((cfg, tpl, rules)) => {
                 let (old, _) = deliverer.current();
                 if old.listen != cfg.listen || old.data_dir != cfg.data_dir {
                     tracing::warn!(
                         "SIGHUP: listen.* and data_dir changes take effect at the next restart"
                     );
                 }
-                deliverer.replace(std::sync::Arc::new(cfg), std::sync::Arc::new(tpl));
-                tracing::info!(config = %p.display(), "SIGHUP: config and templates reloaded");
+                let n = rules.len();
+                deliverer.replace(std::sync::Arc::new(cfg), std::sync::Arc::new(tpl), rules);
+                tracing::info!(config = %p.display(), rules = n, "SIGHUP: config, templates and routing rules reloaded");
             }
             Err(e) => {
                 tracing::warn!(error = %e, "SIGHUP: reload failed, keeping the running config")
@@ -385,6 +503,10 @@ fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
                 cfg.data_dir.display()
             ),
             Request::Stats { by, .. } => Ok(serde_json::json!({"by": by, "rows": []})),
+            Request::TicketSet { token, .. } => bail!(
+                "no ticket {token}: the data directory {} holds no store",
+                cfg.data_dir.display()
+            ),
         };
     }
     let store = Store::open(&cfg.data_dir).with_context(|| {
@@ -393,6 +515,8 @@ fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
             cfg.control_path().display()
         )
     })?;
+    // A store from before the load counters gets them before any write.
+    crate::workload::ensure_loads(&store)?;
     let out = match control::handle(req, &store, cfg, &tpl) {
         Response::Ok(v) => Ok(v),
         Response::Err(e) => Err(anyhow!(e)),
@@ -428,6 +552,43 @@ fn ticket(cmd: TicketCmd, cfg: &Config) -> anyhow::Result<ExitCode> {
         TicketCmd::Spam { token } => ticket_command(cfg, &token, "spam", None, "cli")?,
         TicketCmd::Customer { token, id } => {
             ticket_command(cfg, &token, "customer", Some(id), "cli")?
+        }
+        TicketCmd::Set {
+            token,
+            category,
+            priority,
+            tag,
+            untag,
+        } => {
+            // Checked here too, so a typo is refused before any daemon call.
+            control::set_commands(
+                category.clone(),
+                priority.clone(),
+                tag.clone(),
+                untag.clone(),
+            )
+            .map_err(|e| anyhow!(e))?;
+            let v = ask(
+                cfg,
+                Request::TicketSet {
+                    token,
+                    category,
+                    priority,
+                    tag,
+                    untag,
+                },
+            )?;
+            let tags: Vec<&str> = v["tags"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "{} set: category {}, priority {}, tags [{}]",
+                s(&v, "token"),
+                s(&v, "category"),
+                s(&v, "priority"),
+                tags.join(", ")
+            );
         }
         TicketCmd::Show { token, json } => {
             let v = ask(cfg, Request::TicketShow { token })?;
@@ -471,6 +632,11 @@ fn ticket_command(
     if let Some(sent) = v.get("sent").and_then(|x| x.as_array()) {
         for m in sent.iter().filter_map(|m| m.as_str()) {
             println!("  queued: {m}");
+        }
+    }
+    if let Some(given) = v.get("distributed").and_then(|x| x.as_array()) {
+        for m in given.iter().filter_map(|m| m.as_str()) {
+            println!("  distributed: {m}");
         }
     }
     Ok(())
@@ -521,14 +687,31 @@ fn print_show(v: &serde_json::Value) {
     for k in [
         "status",
         "assignee",
+        "group",
         "contact",
         "customer",
+        "category",
+        "priority",
         "started_at",
         "ended_at",
         "follow_up_of",
         "description",
     ] {
         println!("  {k:<13} {}", s(v, k));
+    }
+    for k in ["tags", "watchers"] {
+        let list: Vec<&str> = v[k]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "  {k:<13} {}",
+            if list.is_empty() {
+                "-".to_string()
+            } else {
+                list.join(", ")
+            }
+        );
     }
     println!(
         "  {:<13} {}",
@@ -624,6 +807,18 @@ fn explain(
     }
     if let Some(why) = v["no_ack_reason"].as_str() {
         println!("no ack:         {why}");
+    }
+    if let Some(owner) = v["owner"].as_str() {
+        println!("owner:          {owner}");
+    }
+    match v["routing_trace"].as_str() {
+        Some(trace) => {
+            println!();
+            print!("{trace}");
+        }
+        None => {
+            println!("routing:        not run (rules run on mail from outside that opens a ticket)")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

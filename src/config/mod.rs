@@ -13,9 +13,9 @@ mod policy;
 pub use duration::Duration;
 pub use locate::line_of_path;
 pub use policy::{
-    build_regex, check as check_policy, default_priorities, Actions, BusinessHours, Category,
-    Conditions, Distribution, DistributionMode, Group, HeaderCondition, OpenHours, PolicyError,
-    Priority, Rule, Vacation, REGEX_SIZE_LIMIT,
+    build_regex, check as check_policy, default_priorities, known_categories, known_priorities,
+    Actions, BusinessHours, Category, Conditions, Distribution, DistributionMode, Group,
+    HeaderCondition, OpenHours, PolicyError, Priority, Rule, Vacation, REGEX_SIZE_LIMIT,
 };
 
 use serde::{Deserialize, Serialize};

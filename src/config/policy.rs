@@ -95,13 +95,21 @@ pub struct Category {
     /// Owner when no rule assigns and the customer has no manager.
     #[serde(default)]
     pub default_owner: Option<String>,
+    /// Present: new tickets of the category that no rule and no default
+    /// owner gave to anyone are distributed. Absent: only a rule's
+    /// `assignee: distribute` distributes, with the defaults.
     #[serde(default)]
-    pub distribution: Distribution,
+    pub distribution: Option<Distribution>,
 }
 
 impl Category {
     pub fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The category's `distribution`, or the defaults when it has none.
+    pub fn distribution_or_default(&self) -> Distribution {
+        self.distribution.clone().unwrap_or_default()
     }
 }
 
@@ -670,7 +678,8 @@ fn known_groups(cfg: &Config) -> String {
     format!("groups: {}", names.join(", "))
 }
 
-fn known_categories(cfg: &Config) -> String {
+/// `categories: billing, tech`, for errors and refusals.
+pub fn known_categories(cfg: &Config) -> String {
     if cfg.categories.is_empty() {
         return "no categories are defined".into();
     }
@@ -678,7 +687,8 @@ fn known_categories(cfg: &Config) -> String {
     format!("categories: {}", ids.join(", "))
 }
 
-fn known_priorities(cfg: &Config) -> String {
+/// `priorities: low, normal, high`, for errors and refusals.
+pub fn known_priorities(cfg: &Config) -> String {
     let ids: Vec<&str> = cfg.priorities.iter().map(|p| p.id.as_str()).collect();
     format!("priorities: {}", ids.join(", "))
 }
@@ -718,7 +728,7 @@ fn check_categories(cfg: &Config) -> Result<(), PolicyError> {
                 ));
             }
         }
-        let d = &c.distribution;
+        let Some(d) = &c.distribution else { continue };
         if d.max_open == Some(0) {
             return Err(problem(
                 format!("{key}.distribution.max_open"),

@@ -12,6 +12,7 @@ use crate::ingest::Envelope;
 use crate::render::Templates;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, Timestamp};
+use crate::workflow::command::Command;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +47,18 @@ pub enum Request {
     Stats {
         by: String,
         since: Option<String>,
+    },
+    /// `ticket set`: category, priority and tags in one change, all or
+    /// nothing, through the same state machine as `#category`,
+    /// `#priority` and `#tag`.
+    TicketSet {
+        token: String,
+        category: Option<String>,
+        priority: Option<String>,
+        #[serde(default)]
+        tag: Vec<String>,
+        #[serde(default)]
+        untag: Vec<String>,
     },
 }
 
@@ -93,6 +106,13 @@ pub fn handle(req: Request, store: &Store, cfg: &Config, tpl: &Templates) -> Res
         Request::Stats { by, since } => {
             views::stats(store, &by, since.as_deref(), Timestamp::now())
         }
+        Request::TicketSet {
+            token,
+            category,
+            priority,
+            tag,
+            untag,
+        } => ticket_set(store, cfg, tpl, &token, category, priority, tag, untag),
     };
     match r {
         Ok(v) => Response::Ok(v),
@@ -143,6 +163,71 @@ fn ticket_command(
     serde_json::to_value(out).map_err(|e| e.to_string())
 }
 
+/// The commands `ticket set` stands for; checked like the mail commands
+/// (`workflow::command`), so the CLI refuses what mail would.
+pub fn set_commands(
+    category: Option<String>,
+    priority: Option<String>,
+    tag: Vec<String>,
+    untag: Vec<String>,
+) -> Result<Vec<Command>, String> {
+    let mut cmds = Vec::new();
+    if let Some(c) = category {
+        cmds.push(Command::Category { id: c });
+    }
+    if let Some(p) = priority {
+        cmds.push(Command::Priority { id: p });
+    }
+    for t in tag.iter().chain(untag.iter()) {
+        if !crate::workflow::command::is_tag(t) {
+            return Err(format!(
+                "{t:?} is not a tag: one word of letters, digits, - or _"
+            ));
+        }
+    }
+    if !tag.is_empty() || !untag.is_empty() {
+        cmds.push(Command::Tag {
+            add: tag,
+            remove: untag,
+        });
+    }
+    if cmds.is_empty() {
+        return Err("nothing to set: give --category, --priority, --tag or --untag".into());
+    }
+    Ok(cmds)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ticket_set(
+    store: &Store,
+    cfg: &Config,
+    tpl: &Templates,
+    tok: &str,
+    category: Option<String>,
+    priority: Option<String>,
+    tag: Vec<String>,
+    untag: Vec<String>,
+) -> Result<serde_json::Value, String> {
+    let n = views::parse_token(tok, cfg).ok_or_else(|| {
+        format!(
+            "{tok:?} is not a ticket token (e.g. {}-12)",
+            cfg.support.token_prefix
+        )
+    })?;
+    let cmds = set_commands(category, priority, tag, untag)?;
+    let now = Timestamp::now();
+    let (cfg2, tpl2) = (cfg.clone(), tpl.clone());
+    let out = store
+        .commit_blocking(None, move |tx, _| {
+            crate::deliver::commands_transaction(
+                tx, n, &cmds, "set", "cli", &cfg2, &tpl2, None, now,
+            )
+        })
+        .map_err(|e| e.to_string())??;
+    tracing::info!(ticket = %out.token, category = ?out.category, priority = %out.priority, tags = ?out.tags, "cli set");
+    serde_json::to_value(out).map_err(|e| e.to_string())
+}
+
 /// Binds the control socket (mode 0600: it can do what the CLI can).
 pub fn bind(path: &Path) -> Result<UnixListener, Error> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -163,11 +248,14 @@ pub fn bind(path: &Path) -> Result<UnixListener, Error> {
 pub type Shared = Arc<dyn Fn() -> (Arc<Config>, Arc<Templates>) + Send + Sync>;
 
 /// Serves requests until shutdown; each connection on its own task.
+/// `outbox` is woken after a request that may have queued mail (ticket
+/// commands: notices, "taken", tickets handed out by distribution).
 pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     store: Store,
     current: Shared,
+    outbox: Arc<tokio::sync::Notify>,
     mut shutdown: Shutdown,
 ) {
     loop {
@@ -177,8 +265,9 @@ pub async fn serve(
                 Ok((stream, _)) => {
                     let store = store.clone();
                     let current = current.clone();
+                    let outbox = outbox.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_one(stream, store, current).await {
+                        if let Err(e) = serve_one(stream, store, current, outbox).await {
                             tracing::warn!(error = %e, "control request failed");
                         }
                     });
@@ -193,7 +282,12 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
 }
 
-async fn serve_one(stream: UnixStream, store: Store, current: Shared) -> Result<(), Error> {
+async fn serve_one(
+    stream: UnixStream,
+    store: Store,
+    current: Shared,
+    outbox: Arc<tokio::sync::Notify>,
+) -> Result<(), Error> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(r);
@@ -204,10 +298,18 @@ async fn serve_one(stream: UnixStream, store: Store, current: Shared) -> Result<
     let resp = match serde_json::from_str::<Request>(&line) {
         Ok(req) => {
             let (cfg, tpl) = current();
+            let writes = matches!(
+                req,
+                Request::TicketCommand { .. } | Request::TicketSet { .. }
+            );
             // Reads scan the store: keep them off the async workers.
-            tokio::task::spawn_blocking(move || handle(req, &store, &cfg, &tpl))
+            let resp = tokio::task::spawn_blocking(move || handle(req, &store, &cfg, &tpl))
                 .await
-                .unwrap_or_else(|e| Response::Err(format!("request failed: {e}")))
+                .unwrap_or_else(|e| Response::Err(format!("request failed: {e}")));
+            if writes && matches!(resp, Response::Ok(_)) {
+                outbox.notify_one();
+            }
+            resp
         }
         Err(e) => Response::Err(format!("bad request: {e}")),
     };

@@ -33,6 +33,12 @@ pub struct TicketJson {
     pub delivery_failures: Vec<crate::store::DeliveryFailure>,
     /// Pending reminder and wake-up times.
     pub reminders: Vec<Timestamp>,
+    /// Desk policies (SPEC §9 names).
+    pub category: Option<String>,
+    pub priority: String,
+    pub tags: Vec<String>,
+    pub watchers: Vec<String>,
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +115,11 @@ pub fn ticket_json(t: &Ticket, cfg: &Config) -> TicketJson {
         message_ids: t.message_ids.clone(),
         delivery_failures: t.delivery_failures.clone(),
         reminders: t.scheduled.iter().map(|r| r.due).collect(),
+        category: t.category.clone(),
+        priority: t.priority.clone(),
+        tags: t.tags.clone(),
+        watchers: t.watchers.clone(),
+        group: t.group.clone(),
     }
 }
 
@@ -221,6 +232,13 @@ pub fn explain(
         "outbound": outbound,
         "no_ack_reason": d.no_ack_reason,
         "warnings": d.warnings,
+        "routing": d.routing,
+        "routing_trace": d.routing.as_ref().map(crate::policy::render_trace),
+        "owner": d.owner,
+        "category": d.ticket.as_ref().and_then(|t| t.category.clone()),
+        "priority": d.ticket.as_ref().map(|t| t.priority.clone()),
+        "tags": d.ticket.as_ref().map(|t| t.tags.clone()).unwrap_or_default(),
+        "assignee": d.ticket.as_ref().and_then(|t| t.assignee.clone()),
     }))
 }
 

@@ -51,6 +51,8 @@ pub enum Action {
     Refused,
     /// A report asked for by mail: scheduled to be built and sent.
     Report,
+    /// A routing rule said `drop`: kept as a `deleted` ticket, nothing sent.
+    Drop,
 }
 
 impl Action {
@@ -70,6 +72,7 @@ impl Action {
             Action::Command => "command",
             Action::Refused => "refused",
             Action::Report => "report",
+            Action::Drop => "drop",
         }
     }
 }
@@ -88,6 +91,25 @@ pub enum Intent {
     Taken { to: String },
     /// Tell the sender why their commands were not obeyed.
     Refusal { to: String, why: Vec<String> },
+    /// Tell the team leads that every agent permitted for a category is
+    /// full, so tickets wait (once per shortage, not per ticket).
+    Capacity {
+        to: Vec<String>,
+        category: String,
+        /// `alice@example.com: full (10 of 10)`, one per agent passed over.
+        agents: Vec<String>,
+        /// Tickets of the category now waiting, this one included.
+        waiting: usize,
+    },
+}
+
+/// Desk-policy records a decision changes besides the ticket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeskChanges {
+    /// (category key, its distribution state as it must be written).
+    pub dist: Vec<(String, crate::store::DistState)>,
+    /// (agent, their `#away` record; `None` = `#back`).
+    pub away: Option<(String, Option<crate::store::Away>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -125,6 +147,19 @@ pub struct Decision {
     pub cancel: Vec<ScheduledRef>,
     /// Commands obeyed, by name, for the log and `explain`.
     pub commands: Vec<String>,
+    /// The routing rules' outcome and trace, when they ran (new tickets
+    /// from outside; see `route`).
+    pub routing: Option<crate::policy::RulesOutcome>,
+    /// How the new ticket's owner was found (or why there is none).
+    pub owner: Option<String>,
+    /// What the assignee's notice says assigned the ticket, when the desk
+    /// did (routing, distribution) rather than the mail's sender.
+    pub notice_by: Option<String>,
+    pub desk: DeskChanges,
+    /// Waiting tickets given out in the same transaction because this
+    /// change freed an agent's slot (`SUP-4 to alice@…`); filled by
+    /// `deliver`, not by the pure decision.
+    pub refilled: Vec<String>,
 }
 
 impl Decision {
@@ -161,6 +196,11 @@ impl Decision {
             schedule: Vec::new(),
             cancel: Vec::new(),
             commands: Vec::new(),
+            routing: None,
+            owner: None,
+            notice_by: None,
+            desk: DeskChanges::default(),
+            refilled: Vec::new(),
         }
     }
 }
@@ -174,6 +214,13 @@ pub struct Context<'a> {
     pub vouched_by: Option<&'a str>,
     pub auth_notes: &'a [String],
     pub links: Option<&'a dyn LinkSigner>,
+    /// The routing rules, compiled once per config load; `None` runs no
+    /// rules (the default owner and distribution still apply).
+    pub rules: Option<&'a crate::policy::Rules>,
+    /// The mail is history being imported: routing sets category,
+    /// priority, tags and watchers, but gives the ticket to nobody (who
+    /// worked it shows in its replies) and queues nothing.
+    pub history: bool,
 }
 
 /// Signs and checks action addresses; implemented over the secret in
@@ -319,7 +366,7 @@ pub fn decide_with(
             return Ok(d);
         }
     }
-    follow_up(p, &class, cfg, view, now, target, base, &own)
+    follow_up(p, env, &class, cfg, view, now, ctx, target, base, &own)
 }
 
 /// Turns state-machine effects into the decision's mail and jobs.
@@ -391,10 +438,12 @@ pub(super) fn recipients(p: &Parsed) -> impl Iterator<Item = &str> {
 #[allow(clippy::too_many_arguments)]
 fn follow_up(
     p: &Parsed,
+    env: &Envelope,
     class: &Classification,
     cfg: &Config,
     view: &dyn View,
     now: Timestamp,
+    ctx: &Context,
     target: Option<Ticket>,
     mut d: Decision,
     own: &str,
@@ -431,7 +480,7 @@ fn follow_up(
             d.kind = auto_kind;
             return Ok(d);
         }
-        return new_ticket(p, class, cfg, view, now, d, own, None);
+        return new_ticket(p, env, class, cfg, view, now, ctx, d, own, None);
     };
     d.status_before = Some(t.status);
 
@@ -476,8 +525,10 @@ fn follow_up(
     match t.status {
         Status::Done | Status::Closed if too_late(&t, cfg, now) => {
             let old = t.number;
-            return new_ticket(p, class, cfg, view, now, d, own, Some(t)).map(|mut d| {
-                d.action = Action::FollowUp;
+            return new_ticket(p, env, class, cfg, view, now, ctx, d, own, Some(t)).map(|mut d| {
+                if d.action != Action::Drop {
+                    d.action = Action::FollowUp;
+                }
                 d.thread.why = format!(
                     "{} (done too long ago: follow-up of {})",
                     d.thread.why,
@@ -534,10 +585,12 @@ fn too_late(t: &Ticket, cfg: &Config, now: Timestamp) -> bool {
 #[allow(clippy::too_many_arguments)]
 fn new_ticket(
     p: &Parsed,
+    env: &Envelope,
     class: &Classification,
     cfg: &Config,
     view: &dyn View,
     now: Timestamp,
+    ctx: &Context,
     mut d: Decision,
     own: &str,
     follow_of: Option<Ticket>,
@@ -601,6 +654,14 @@ fn new_ticket(
         language: cfg.support.language.clone(),
         scheduled: Vec::new(),
         last_excerpt: d.excerpt.clone(),
+        category: None,
+        priority: cfg
+            .default_priority()
+            .map(|p| p.id.clone())
+            .unwrap_or_else(|| "normal".into()),
+        tags: Vec::new(),
+        watchers: Vec::new(),
+        group: None,
     };
     d.customer = customer;
     d.kind = if class.staff {
@@ -620,6 +681,29 @@ fn new_ticket(
         d.also = Some(old);
     }
     attach_message(&mut t, p, &d.internal_id, cfg);
+
+    // Routing (mail from outside only): its mail goes after the ack.
+    let mut routed = Vec::new();
+    if !class.staff {
+        let mark = d.intents.len();
+        let dropped =
+            super::route::route_new(p, env, class, cfg, view, now, ctx, own, &mut t, &mut d)?;
+        routed = d.intents.split_off(mark);
+        if dropped {
+            // Kept, and nothing at all is sent: no ack, no team copy.
+            d.no_ack_reason = Some("a routing rule dropped the mail".into());
+            finish(p, cfg, view, &mut d, t, true)?;
+            return Ok(d);
+        }
+        if ack_refusal(class, cfg).is_some() {
+            // Whoever must not get an ack must not get "taken" either;
+            // the customer is still to be told when someone takes it.
+            if routed.iter().any(|i| matches!(i, Intent::Taken { .. })) {
+                t.notified = false;
+            }
+            routed.retain(|i| !matches!(i, Intent::Taken { .. }));
+        }
+    }
 
     // Acknowledge the customer, unless they must not be answered.
     if !class.staff {
@@ -648,6 +732,7 @@ fn new_ticket(
             }
         }
     }
+    d.intents.extend(routed);
     d.intents.extend(copy_intent(p, class, cfg, &t));
     finish(p, cfg, view, &mut d, t, true)?;
     Ok(d)
@@ -681,8 +766,18 @@ pub(super) fn copy_intent(
     t: &Ticket,
 ) -> Option<Intent> {
     let direct: Vec<&str> = recipients(p).collect();
-    let pool: Vec<String> = match (cfg.team.distribute, &t.assignee) {
-        (Distribute::Assignee, Some(a)) => vec![a.clone()],
+    let group = match (&t.assignee, &t.group) {
+        (None, Some(g)) => cfg.group(g),
+        _ => None,
+    };
+    let pool: Vec<String> = match (cfg.team.distribute, &t.assignee, group) {
+        // A group-owned ticket nobody has taken: the group's notify list.
+        (_, None, Some(g)) => g
+            .notified()
+            .iter()
+            .map(|a| a.to_ascii_lowercase())
+            .collect(),
+        (Distribute::Assignee, Some(a), _) => vec![a.clone()],
         _ => cfg
             .team
             .agents

@@ -11,8 +11,10 @@ use super::decide::{
 };
 use super::{Envelope, Parsed};
 use crate::config::Config;
-use crate::store::{Direction, JobKind, MessageKind, Result, Status, Ticket, Timestamp, View};
-use crate::workflow::command::{self, Command};
+use crate::store::{
+    Away, Direction, JobKind, MessageKind, Result, Status, Ticket, Timestamp, View,
+};
+use crate::workflow::command::{self, AwayUntil, Command};
 use crate::workflow::links::{parse_plus_tag, PlusTag};
 use crate::workflow::ops;
 
@@ -182,6 +184,33 @@ pub(super) fn commands(
             super::decide::token(cfg, n)
         ));
     }
+    // `#away` / `#back` alone need no ticket: they are about the sender.
+    let agent_only = attach_to.is_none()
+        && !parsed.commands.is_empty()
+        && parsed.commands.iter().all(Command::is_about_the_agent);
+    if target.is_none() && agent_only {
+        if ctx.vouched_by.is_none() {
+            why.push(format!(
+                "your mail is not authenticated ({})",
+                auth_summary(ctx)
+            ));
+        }
+        let away = match agent_changes(&parsed.commands, &class.sender, cfg, now) {
+            Ok(a) => a,
+            Err(e) => {
+                why.push(e);
+                None
+            }
+        };
+        if !why.is_empty() {
+            return Ok(Some(refuse(d, class, None, why)));
+        }
+        d.kind = MessageKind::Command;
+        d.action = Action::Command;
+        d.commands = parsed.commands.iter().map(|c| c.name().into()).collect();
+        d.desk.away = away;
+        return Ok(Some(d));
+    }
     let Some(mut t) = target else {
         if why.is_empty() {
             why.push(format!(
@@ -197,9 +226,17 @@ pub(super) fn commands(
             auth_summary(ctx)
         ));
     }
+    let away = match agent_changes(&parsed.commands, &class.sender, cfg, now) {
+        Ok(a) => a,
+        Err(e) => {
+            why.push(e);
+            None
+        }
+    };
     if !why.is_empty() {
         return Ok(Some(refuse(d, class, Some(t), why)));
     }
+    d.desk.away = away;
 
     d.status_before = Some(t.status);
     let before = t.clone();
@@ -271,6 +308,47 @@ pub(super) fn commands(
         }
     }
     Ok(Some(d))
+}
+
+/// The sender's `#away` / `#back`, the last one winning: (agent, the away
+/// record to keep, `None` to remove it). `Ok(None)` when there is neither.
+/// A bare date means through that day in the desk's time zone.
+fn agent_changes(
+    cmds: &[Command],
+    sender: &str,
+    cfg: &Config,
+    now: Timestamp,
+) -> std::result::Result<Option<(String, Option<Away>)>, String> {
+    let Some(last) = cmds.iter().rev().find(|c| c.is_about_the_agent()) else {
+        return Ok(None);
+    };
+    let agent = ops::resolve_agent(sender, cfg).map_err(|_| {
+        format!(
+            "#{}: {sender} is not an agent on the roster, so distribution does not count on them anyway",
+            last.name()
+        )
+    })?;
+    let until = match last {
+        Command::Away { until: None } => None,
+        Command::Away {
+            until: Some(AwayUntil::At(t)),
+        } => Some(*t),
+        Command::Away {
+            until: Some(AwayUntil::Day(day)),
+        } => {
+            let next = day
+                .tomorrow()
+                .and_then(|d| d.to_zoned(cfg.desk_timezone()))
+                .map(|z| z.timestamp())
+                .map_err(|e| format!("#away until {day}: {e}"))?;
+            if next <= now {
+                return Err(format!("#away until {day}: that day has passed"));
+            }
+            Some(next)
+        }
+        _ => return Ok(Some((agent, None))),
+    };
+    Ok(Some((agent, Some(Away { since: now, until }))))
 }
 
 fn auth_summary(ctx: &Context) -> String {

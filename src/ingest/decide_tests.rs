@@ -114,6 +114,7 @@ fn kinds(d: &Decision) -> Vec<&'static str> {
             Intent::Notice { .. } => "notice",
             Intent::Taken { .. } => "taken",
             Intent::Refusal { .. } => "refusal",
+            Intent::Capacity { .. } => "capacity",
         })
         .collect()
 }
@@ -524,4 +525,215 @@ fn decide_is_deterministic() {
         (format!("{d:?}"), s.outbox())
     };
     assert_eq!(run(), run());
+}
+
+// ---- desk policies (issue #8): routing on new tickets ----------------------
+
+fn policy_cfg() -> Config {
+    Config::parse(
+        r#"
+support: {address: support@example.com}
+team:
+  domains: [example.com]
+  agents: [{email: alice@example.com}, {email: bob@example.com}]
+policy: {reopen_within: 1d}
+customers:
+  - {id: ACME, domains: [acme.test], manager: alice@example.com}
+categories:
+  - {id: billing, default_owner: bob@example.com, distribution: {max_open: 5}}
+  - {id: tech, distribution: {mode: least_loaded}}
+routing:
+  - if: {subject: "(?i)newsletter"}
+    then: {drop: true}
+  - if: {subject: "(?i)invoice"}
+    then: {category: billing, priority: high}
+  - if: {subject: "(?i)server"}
+    then: {category: tech}
+  - if: {subject: "(?i)boss"}
+    then: {assignee: alice@example.com, tags: [boss]}
+"#,
+        "test.yaml",
+    )
+    .unwrap()
+}
+
+/// `deliver` with the compiled rules in the context, as the daemon runs.
+fn routed(s: &MemStore, cfg: &Config, m: &M, now: Timestamp, history: bool) -> Decision {
+    let rules = crate::policy::Rules::new(cfg).unwrap();
+    let ctx = Context {
+        rules: Some(&rules),
+        history,
+        ..Context::default()
+    };
+    let env = Envelope {
+        mail_from: m
+            .0
+            .from
+            .as_ref()
+            .map(|a| a.email.clone())
+            .unwrap_or_default(),
+        rcpt_to: vec!["support@example.com".into()],
+    };
+    let d = decide_with(&m.0, &env, cfg, s, now, &ctx).unwrap();
+    let mails = render_all(&d, &m.0, cfg, &Templates::builtin(), now);
+    let raw = SpoolRef {
+        file: 1,
+        offset: 0,
+        len: 1,
+        check: 0,
+    };
+    apply(s, &d, &m.0, mails, raw, now).unwrap();
+    d
+}
+
+#[test]
+fn rules_route_new_tickets_only_and_a_reply_never_reroutes() {
+    let (s, c) = (MemStore::new(), policy_cfg());
+    let d = routed(
+        &s,
+        &c,
+        &M::new("p1@x.test", "a@x.test", "Hello"),
+        at(0),
+        false,
+    );
+    assert!(d.routing.as_ref().is_some_and(|o| !o.matched()));
+    assert_eq!(
+        (t(&s, 1).category, t(&s, 1).priority.as_str()),
+        (None, "normal")
+    );
+    let d = routed(
+        &s,
+        &c,
+        &M::new("p2@x.test", "a@x.test", "Re: Hello invoice").reply_to("p1@x.test"),
+        at(1),
+        false,
+    );
+    assert_eq!(d.action, Action::Append);
+    assert!(d.routing.is_none(), "rules do not run on a reply");
+    assert_eq!(t(&s, 1).category, None);
+    // Staff-started tickets are not routed either.
+    let d = routed(
+        &s,
+        &c,
+        &M::new("p3@example.com", "bob@example.com", "invoice")
+            .to(&["cust@y.test"])
+            .cc(&["support@example.com"]),
+        at(2),
+        false,
+    );
+    assert_eq!((d.action, d.routing.is_none()), (Action::New, true));
+    assert_eq!(t(&s, 2).assignee.as_deref(), Some("bob@example.com"));
+}
+
+#[test]
+fn default_owner_order_then_distribution() {
+    let (s, c) = (MemStore::new(), policy_cfg());
+    // The customer's manager wins over the category's default owner.
+    routed(
+        &s,
+        &c,
+        &M::new("o1@acme.test", "m@acme.test", "invoice"),
+        at(0),
+        false,
+    );
+    assert_eq!(t(&s, 1).assignee.as_deref(), Some("alice@example.com"));
+    // No manager: the category's default owner (not its distribution).
+    let d = routed(
+        &s,
+        &c,
+        &M::new("o2@y.test", "m@y.test", "invoice"),
+        at(1),
+        false,
+    );
+    assert_eq!(t(&s, 2).assignee.as_deref(), Some("bob@example.com"));
+    assert_eq!(kinds(&d), vec!["ack", "notice", "taken", "copy"]);
+    assert_eq!(
+        d.owner.as_deref(),
+        Some("default owner (billing's default owner): bob@example.com")
+    );
+    // Neither: the category's distribution (least loaded: alice has 1,
+    // bob 1; the tie goes to the first in rotation).
+    let d = routed(
+        &s,
+        &c,
+        &M::new("o3@y.test", "m@y.test", "server"),
+        at(2),
+        false,
+    );
+    assert_eq!(t(&s, 3).assignee.as_deref(), Some("alice@example.com"));
+    assert_eq!(d.desk.dist.len(), 1);
+    assert_eq!(
+        s.dist_state("tech").unwrap().cursor.as_deref(),
+        Some("alice@example.com")
+    );
+    routed(
+        &s,
+        &c,
+        &M::new("o4@y.test", "m@y.test", "server"),
+        at(3),
+        false,
+    );
+    assert_eq!(t(&s, 4).assignee.as_deref(), Some("bob@example.com"));
+    // No category and no owner: unassigned, nothing queued.
+    let d = routed(&s, &c, &M::new("o5@y.test", "m@y.test", "hi"), at(4), false);
+    assert_eq!((t(&s, 5).assignee.clone(), d.desk.dist.len()), (None, 0));
+}
+
+#[test]
+fn drop_on_a_follow_up_stays_a_drop_and_sends_nothing() {
+    let (s, c) = (MemStore::new(), policy_cfg());
+    routed(&s, &c, &M::new("f1@y.test", "m@y.test", "Hi"), at(0), false);
+    let mut tk = t(&s, 1);
+    tk.status = Status::Done;
+    tk.ended_at = Some(at(1));
+    s.put_ticket(&tk).unwrap();
+    let d = routed(
+        &s,
+        &c,
+        &M::new("f2@y.test", "m@y.test", "Re: Hi newsletter").reply_to("f1@y.test"),
+        at(3 * 86400),
+        false,
+    );
+    assert_eq!(d.action, Action::Drop);
+    assert!(d.intents.is_empty(), "{:?}", d.intents);
+    assert_eq!(t(&s, 2).status, Status::Deleted);
+    assert_eq!(t(&s, 2).follow_up_of, Some(1));
+}
+
+#[test]
+fn importing_history_routes_but_gives_the_ticket_to_nobody() {
+    let (s, c) = (MemStore::new(), policy_cfg());
+    let d = routed(
+        &s,
+        &c,
+        &M::new("h1@y.test", "m@y.test", "boss invoice"),
+        at(0),
+        true,
+    );
+    let tk = t(&s, 1);
+    assert_eq!(
+        (
+            tk.category.as_deref(),
+            tk.priority.as_str(),
+            tk.assignee.clone()
+        ),
+        (Some("billing"), "high", None)
+    );
+    assert!(d.desk.dist.is_empty() && d.schedule.is_empty());
+    assert_eq!(d.owner.as_deref(), Some("not assigned: importing history"));
+}
+
+#[test]
+fn bulk_mail_routed_to_an_agent_tells_the_agent_but_not_the_sender() {
+    let (s, c) = (MemStore::new(), policy_cfg());
+    let mut m = M::new("bk1@y.test", "list@y.test", "boss news");
+    m.0.precedence = Some("bulk".into());
+    let d = routed(&s, &c, &m, at(0), false);
+    assert_eq!(kinds(&d), vec!["notice", "copy"]);
+    let tk = t(&s, 1);
+    assert_eq!(
+        (tk.assignee.as_deref(), tk.notified),
+        (Some("alice@example.com"), false)
+    );
+    assert_eq!(tk.tags, vec!["boss"]);
 }

@@ -11,6 +11,7 @@ pub mod parse;
 pub mod quote;
 #[cfg(test)]
 mod quote_corpus;
+pub mod route;
 pub mod thread;
 #[cfg(test)]
 mod thread_props;
@@ -104,6 +105,10 @@ pub struct Parsed {
     /// Raw header lines (unfolded text as found) of MIME-Version,
     /// Content-Type and Content-Transfer-Encoding: a copy carries them.
     pub content_headers: Vec<(String, String)>,
+    /// Every top-level header field (name, unfolded value as sent, not
+    /// decoded), in order: what the routing rules' `header` condition reads.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
     /// What could not be read cleanly; empty for a well-formed message.
     pub problems: Vec<String>,
 }

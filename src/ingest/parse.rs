@@ -90,6 +90,7 @@ fn parse_checked(raw: &[u8]) -> Parsed {
         None
     };
     let buf: &[u8] = fixed.as_deref().unwrap_or(raw);
+    p.headers = crate::policy::header_pairs(buf);
 
     match PARSER.parse(buf) {
         Some(msg)
@@ -130,6 +131,7 @@ fn parse_fallback(raw: &[u8]) -> Parsed {
         content_type: "text/plain".into(),
         body_offset: find_body_offset(raw),
         content_hash: content_hash(raw, &[]),
+        headers: crate::policy::header_pairs(raw),
         ..Parsed::default()
     };
     problem(&mut p, "parser failure");

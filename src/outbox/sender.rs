@@ -642,6 +642,11 @@ mod tests {
             language: "en".into(),
             scheduled: Vec::new(),
             last_excerpt: String::new(),
+            category: None,
+            priority: "normal".into(),
+            tags: Vec::new(),
+            watchers: Vec::new(),
+            group: None,
         }
     }
 

@@ -111,9 +111,11 @@ pub struct RuleInput<'a> {
     pub customer: Option<&'a str>,
     /// `customers[].category` of that customer.
     pub customer_category: Option<&'a str>,
-    /// The support address's plus-tag the mail came to (`support+billing@`
-    /// → `billing`); `None` or "" for the bare address.
-    pub plus_tag: Option<&'a str>,
+    /// The support address's plus-tags the mail came to, one per
+    /// recipient (`support+billing@` → `billing`); empty strings and an
+    /// empty slice mean the bare address. The condition holds when any
+    /// tag is the one it names.
+    pub plus_tags: &'a [String],
     /// Decoded subject.
     pub subject: &'a str,
     /// The decoded own text (`Parsed::text`, quotes stripped where the
@@ -498,21 +500,32 @@ fn check(cond: &Cond, input: &RuleInput<'_>, hours: Option<&OpenHours>) -> Check
                 ),
             }
         }
-        Cond::PlusTag(want) => match input.plus_tag.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(t) if t.eq_ignore_ascii_case(want) => {
+        Cond::PlusTag(want) => {
+            let tags: Vec<&str> = input
+                .plus_tags
+                .iter()
+                .map(|t| t.trim())
+                .filter(|t| !t.is_empty())
+                .collect();
+            if tags.iter().any(|t| t.eq_ignore_ascii_case(want)) {
                 ("plus_tag", true, format!("plus_tag {want} matched"))
+            } else if tags.is_empty() {
+                (
+                    "plus_tag",
+                    false,
+                    format!("plus_tag {want}: the mail came to the bare support address"),
+                )
+            } else {
+                (
+                    "plus_tag",
+                    false,
+                    format!(
+                        "plus_tag {want}: the mail came to the plus-tag {}",
+                        tags.join(", ")
+                    ),
+                )
             }
-            Some(t) => (
-                "plus_tag",
-                false,
-                format!("plus_tag {want}: the mail came to the plus-tag {t}"),
-            ),
-            None => (
-                "plus_tag",
-                false,
-                format!("plus_tag {want}: the mail came to the bare support address"),
-            ),
-        },
+        }
         Cond::Subject(re) => match re.find(input.subject) {
             Some(m) => (
                 "subject",
@@ -877,12 +890,15 @@ mod tests {
         "2026-03-10T08:15:00Z".parse().unwrap()
     }
 
+    static URGENT: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec!["urgent".to_string()]);
+
     fn input<'a>(headers: &'a [(String, String)]) -> RuleInput<'a> {
         RuleInput {
             sender: "Mari@Billing.Acme.test",
             customer: Some("ACME"),
             customer_category: Some("gold"),
-            plus_tag: Some("urgent"),
+            plus_tags: &URGENT,
             subject: "Invoice 2026-114 is wrong",
             body: "Hello, the total is wrong.\nRegards, Mari",
             headers,
@@ -1044,6 +1060,9 @@ mod tests {
         }
     }
 
+    static EMPTY_TAG: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec![String::new()]);
+
     #[test]
     fn missing_facts_do_not_match() {
         let h = vec![];
@@ -1051,7 +1070,7 @@ mod tests {
             sender: "",
             customer: None,
             customer_category: None,
-            plus_tag: Some(""),
+            plus_tags: &EMPTY_TAG,
             ..input(&h)
         };
         for (cond, why) in [
@@ -1311,14 +1330,18 @@ mod tests {
                     .any(|d| d.eq_ignore_ascii_case(domain_of(&sender)))
             })
             .unwrap();
-        let tag = parsed.to.iter().find_map(|a| cfg.support_tag(&a.email));
+        let tags: Vec<String> = parsed
+            .to
+            .iter()
+            .filter_map(|a| cfg.support_tag(&a.email))
+            .collect();
         let headers = header_pairs(raw.as_bytes());
         let arrival: Timestamp = parsed.date.as_deref().unwrap().parse().unwrap();
         let input = RuleInput {
             sender: &sender,
             customer: Some(&customer.id),
             customer_category: customer.category.as_deref(),
-            plus_tag: tag.as_deref(),
+            plus_tags: &tags,
             subject: &parsed.subject,
             body: &parsed.text,
             headers: &headers,

@@ -137,6 +137,34 @@ fn mail(
     auto: &str,
     now: Timestamp,
 ) -> OutboxEntry {
+    mail_to(
+        kind,
+        t,
+        cfg,
+        &[to.to_string()],
+        subject,
+        body,
+        cause,
+        reply_to_ids,
+        auto,
+        now,
+    )
+}
+
+/// [`mail`] to several recipients at once, all in To.
+#[allow(clippy::too_many_arguments)]
+fn mail_to(
+    kind: &str,
+    t: &Ticket,
+    cfg: &Config,
+    to: &[String],
+    subject: String,
+    body: String,
+    cause: &str,
+    reply_to_ids: &[String],
+    auto: &str,
+    now: Timestamp,
+) -> OutboxEntry {
     let id = generated_id(cfg, t.number, kind, cause);
     let mut head = Vec::new();
     common_headers(&mut head, kind, t, cfg);
@@ -146,7 +174,14 @@ fn mail(
             Some(cfg.support.name.clone()),
             cfg.support_address(),
         ))
-        .to(Address::new_address(None::<String>, to.to_string()))
+        .to(match to {
+            [one] => Address::new_address(None::<String>, one.clone()),
+            many => Address::new_list(
+                many.iter()
+                    .map(|a| Address::new_address(None::<String>, a.clone()))
+                    .collect(),
+            ),
+        })
         .subject(subject)
         .message_id(MessageId::new(id.clone()))
         .date(Date::new(now.as_second()))
@@ -158,7 +193,7 @@ fn mail(
     }
     head.extend_from_slice(&b.write_to_vec().unwrap_or_default());
     OutboxEntry {
-        rcpt_to: vec![to.to_string()],
+        rcpt_to: to.to_vec(),
         message_id: id,
         head,
         ..entry(kind, t, cfg, now)
@@ -285,6 +320,45 @@ pub fn refusal(
     )
 }
 
+/// Tells the team leads that every agent permitted for a category is away
+/// or full, so its tickets wait. One mail to all leads.
+#[allow(clippy::too_many_arguments)]
+pub fn capacity(
+    to: &[String],
+    category: &str,
+    passed_over: &[String],
+    waiting: usize,
+    t: &Ticket,
+    cfg: &Config,
+    tpl: &Templates,
+    now: Timestamp,
+) -> OutboxEntry {
+    let lang = &cfg.support.language;
+    let v = view(t, cfg, lang, None, &[], now);
+    let body = render_or(
+        tpl,
+        lang,
+        "capacity.txt",
+        minijinja::context! { t => v, category => category, passed_over => passed_over, waiting => waiting },
+        &format!("Every agent for {category} is full; {waiting} tickets wait.\n"),
+    );
+    mail_to(
+        "capacity",
+        t,
+        cfg,
+        to,
+        format!(
+            "[{}] {category}: every agent is full, tickets wait",
+            v.token
+        ),
+        body,
+        &format!("capacity:{}", t.number),
+        &[],
+        "auto-generated",
+        now,
+    )
+}
+
 pub fn reminder(
     to: &str,
     t: &Ticket,
@@ -346,6 +420,11 @@ pub fn view_less_ticket(cfg: &Config, now: Timestamp) -> Ticket {
         language: cfg.support.language.clone(),
         scheduled: Vec::new(),
         last_excerpt: String::new(),
+        category: None,
+        priority: "normal".into(),
+        tags: Vec::new(),
+        watchers: Vec::new(),
+        group: None,
     }
 }
 

@@ -104,6 +104,16 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         "digest.txt",
         include_str!("../../config/templates/et/digest.txt"),
     ),
+    (
+        "en",
+        "capacity.txt",
+        include_str!("../../config/templates/en/capacity.txt"),
+    ),
+    (
+        "et",
+        "capacity.txt",
+        include_str!("../../config/templates/et/capacity.txt"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -291,7 +301,10 @@ pub fn render_all_with(
             &placeholder
         }
     };
-    let by = d.classification.sender.as_str();
+    let by = d
+        .notice_by
+        .as_deref()
+        .unwrap_or(d.classification.sender.as_str());
     d.intents
         .iter()
         .filter(|i| d.ticket.is_some() || matches!(i, Intent::Refusal { .. }))
@@ -313,6 +326,12 @@ pub fn render_all_with(
             Intent::Refusal { to, why } => {
                 desk::refusal(to, why, &p.subject, &p.message_id, t, cfg, tpl, now)
             }
+            Intent::Capacity {
+                to,
+                category,
+                agents,
+                waiting,
+            } => desk::capacity(to, category, agents, *waiting, t, cfg, tpl, now),
         })
         .collect()
 }

@@ -3,8 +3,8 @@
 //! the reference the real backends must agree with.
 
 use super::{
-    Job, JobKind, MessageRecord, OutboxEntry, Result, ScheduledRef, StoredIds, Ticket, Timestamp,
-    View, Writes,
+    AgentLoad, Away, DistState, Job, JobKind, MessageRecord, OutboxEntry, Result, ScheduledRef,
+    StoredIds, Ticket, Timestamp, View, Writes,
 };
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -22,6 +22,9 @@ pub struct Data {
     pub learned: BTreeMap<String, String>,
     pub outbox: Vec<OutboxEntry>,
     pub jobs: BTreeMap<u64, Job>,
+    pub loads: BTreeMap<String, AgentLoad>,
+    pub away: BTreeMap<String, Away>,
+    pub dist: BTreeMap<String, DistState>,
 }
 
 #[derive(Default, Debug)]
@@ -69,6 +72,32 @@ impl View for MemStore {
     fn next_ticket_number(&self) -> Result<u64> {
         Ok(self.data.borrow().next_ticket.max(1))
     }
+    fn agent_load(&self, agent: &str) -> Result<AgentLoad> {
+        Ok(self
+            .data
+            .borrow()
+            .loads
+            .get(&agent.trim().to_ascii_lowercase())
+            .copied()
+            .unwrap_or_default())
+    }
+    fn agent_away(&self, agent: &str) -> Result<Option<Away>> {
+        Ok(self
+            .data
+            .borrow()
+            .away
+            .get(&agent.trim().to_ascii_lowercase())
+            .copied())
+    }
+    fn dist_state(&self, category: &str) -> Result<DistState> {
+        Ok(self
+            .data
+            .borrow()
+            .dist
+            .get(&category.trim().to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default())
+    }
 }
 
 impl Writes for MemStore {
@@ -79,6 +108,7 @@ impl Writes for MemStore {
         Ok(n)
     }
     fn put_ticket(&self, t: &Ticket) -> Result<()> {
+        super::track_load(self, t)?;
         self.data.borrow_mut().tickets.insert(t.number, t.clone());
         Ok(())
     }
@@ -152,5 +182,28 @@ impl Writes for MemStore {
         let id = e.id;
         d.outbox.push(e);
         Ok(id)
+    }
+    fn put_agent_load(&self, agent: &str, load: &AgentLoad) -> Result<()> {
+        self.data
+            .borrow_mut()
+            .loads
+            .insert(agent.trim().to_ascii_lowercase(), *load);
+        Ok(())
+    }
+    fn put_agent_away(&self, agent: &str, away: Option<&Away>) -> Result<()> {
+        let key = agent.trim().to_ascii_lowercase();
+        let mut d = self.data.borrow_mut();
+        match away {
+            Some(a) => d.away.insert(key, *a),
+            None => d.away.remove(&key),
+        };
+        Ok(())
+    }
+    fn put_dist_state(&self, category: &str, state: &DistState) -> Result<()> {
+        self.data
+            .borrow_mut()
+            .dist
+            .insert(category.trim().to_ascii_lowercase(), state.clone());
+        Ok(())
     }
 }

@@ -16,6 +16,7 @@
 pub mod keys;
 pub mod mem;
 pub mod model;
+pub mod policy_keys;
 mod sled_store;
 pub mod spool;
 
@@ -71,6 +72,12 @@ pub trait View {
     fn ack_times(&self, address: &str) -> Result<Vec<Timestamp>>;
     /// The number the next new ticket gets (does not reserve it).
     fn next_ticket_number(&self) -> Result<u64>;
+    /// Tickets the agent holds per open status (zero when never counted).
+    fn agent_load(&self, agent: &str) -> Result<AgentLoad>;
+    /// The agent's `#away`, if any (it may have run out: see `Away::covers`).
+    fn agent_away(&self, agent: &str) -> Result<Option<Away>>;
+    /// Distribution state of a category (`""`: the desk-wide pool).
+    fn dist_state(&self, category: &str) -> Result<DistState>;
 }
 
 /// A store with nothing in it: `explain` before any data exists.
@@ -98,6 +105,15 @@ impl View for EmptyView {
     fn next_ticket_number(&self) -> Result<u64> {
         Ok(1)
     }
+    fn agent_load(&self, _: &str) -> Result<AgentLoad> {
+        Ok(AgentLoad::default())
+    }
+    fn agent_away(&self, _: &str) -> Result<Option<Away>> {
+        Ok(None)
+    }
+    fn dist_state(&self, _: &str) -> Result<DistState> {
+        Ok(DistState::default())
+    }
 }
 
 /// The writes a delivery makes, inside the same transaction as its reads.
@@ -119,4 +135,61 @@ pub trait Writes: View {
     fn add_job(&self, due: Timestamp, kind: JobKind, now: Timestamp) -> Result<ScheduledRef>;
     /// Removes a job; `Ok(None)` when it is already gone (fired or removed).
     fn take_job(&self, r: ScheduledRef) -> Result<Option<Job>>;
+    /// Raw write of an agent's load counter. Only [`track_load`] (which
+    /// every backend's `put_ticket` runs) and the rebuild call it.
+    fn put_agent_load(&self, agent: &str, load: &AgentLoad) -> Result<()>;
+    /// `None` removes the record (`#back`).
+    fn put_agent_away(&self, agent: &str, away: Option<&Away>) -> Result<()>;
+    fn put_dist_state(&self, category: &str, state: &DistState) -> Result<()>;
+}
+
+/// Keeps the per-agent load counters true for a ticket about to be written:
+/// every backend's `put_ticket` calls this first, inside the same
+/// transaction, so no writer (delivery, commands, CLI, scheduler, import)
+/// can change an assignee or a status without the counters following.
+/// Costs one point read of the ticket as it was.
+pub fn track_load<W: Writes + ?Sized>(w: &W, new: &Ticket) -> Result<()> {
+    let old = w.ticket(new.number)?;
+    let held = |t: &Ticket| -> Option<(String, Status)> {
+        match &t.assignee {
+            Some(a) if AgentLoad::counts(t.status) && !a.trim().is_empty() => {
+                Some((a.trim().to_ascii_lowercase(), t.status))
+            }
+            _ => None,
+        }
+    };
+    let before = old.as_ref().and_then(held);
+    let after = held(new);
+    if before == after {
+        return Ok(());
+    }
+    if let Some((agent, status)) = before {
+        let mut l = w.agent_load(&agent)?;
+        l.add(status, -1);
+        w.put_agent_load(&agent, &l)?;
+    }
+    if let Some((agent, status)) = after {
+        let mut l = w.agent_load(&agent)?;
+        l.add(status, 1);
+        w.put_agent_load(&agent, &l)?;
+    }
+    Ok(())
+}
+
+/// The loads a full scan of `tickets` gives: what the counters must equal.
+/// Used to build them for a store that predates them, and by tests.
+pub fn count_loads<'a>(
+    tickets: impl IntoIterator<Item = &'a Ticket>,
+) -> std::collections::BTreeMap<String, AgentLoad> {
+    let mut out: std::collections::BTreeMap<String, AgentLoad> = Default::default();
+    for t in tickets {
+        if let Some(a) = t.assignee.as_deref().filter(|a| !a.trim().is_empty()) {
+            if AgentLoad::counts(t.status) {
+                out.entry(a.trim().to_ascii_lowercase())
+                    .or_default()
+                    .add(t.status, 1);
+            }
+        }
+    }
+    out
 }

@@ -130,6 +130,112 @@ pub struct Ticket {
     /// the preview in reports and notices.
     #[serde(default)]
     pub last_excerpt: String,
+    /// A `categories[].id`, set by routing or `#category`. The desk-policy
+    /// fields below all default, so stores written before them still decode.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// A `priorities[].id`; tickets from before priorities existed read as
+    /// `normal`, the SPEC's default.
+    #[serde(default = "default_priority")]
+    pub priority: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Agents kept informed (lower-cased addresses).
+    #[serde(default)]
+    pub watchers: Vec<String>,
+    /// The group that owns the ticket while nobody in it has taken it
+    /// (a rule's `assignee: <group>`).
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+fn default_priority() -> String {
+    "normal".into()
+}
+
+/// Tickets an agent holds, per open status: the load auto-distribution
+/// compares with `max_open`. Kept as a counter beside the tickets (updated
+/// with every ticket write) so distributing a ticket never scans them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AgentLoad {
+    pub active: u32,
+    pub waiting: u32,
+    pub snoozed: u32,
+}
+
+impl AgentLoad {
+    /// The counter for `status`; `None` for statuses that are never load.
+    fn slot(&mut self, status: Status) -> Option<&mut u32> {
+        match status {
+            Status::Active => Some(&mut self.active),
+            Status::Waiting => Some(&mut self.waiting),
+            Status::Snoozed => Some(&mut self.snoozed),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, status: Status) -> u32 {
+        match status {
+            Status::Active => self.active,
+            Status::Waiting => self.waiting,
+            Status::Snoozed => self.snoozed,
+            _ => 0,
+        }
+    }
+
+    /// Adds `delta` (±1) to the counter of `status`, never below zero.
+    pub fn add(&mut self, status: Status, delta: i64) {
+        if let Some(c) = self.slot(status) {
+            let v = i64::from(*c).saturating_add(delta).max(0);
+            *c = u32::try_from(v).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// Whether a ticket in `status` held by someone is load at all.
+    pub fn counts(status: Status) -> bool {
+        matches!(status, Status::Active | Status::Waiting | Status::Snoozed)
+    }
+
+    /// The sum over the statuses a category counts (`distribution.count`).
+    pub fn total(&self, counted: &[String]) -> u32 {
+        counted
+            .iter()
+            .filter_map(|s| Status::parse(s))
+            .map(|s| self.get(s))
+            .sum()
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == AgentLoad::default()
+    }
+}
+
+/// An agent away by mail (`#away until …`), until `#back` or `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Away {
+    pub since: Timestamp,
+    /// `None`: until `#back`.
+    pub until: Option<Timestamp>,
+}
+
+impl Away {
+    pub fn covers(&self, at: Timestamp) -> bool {
+        self.since <= at && self.until.is_none_or(|u| at < u)
+    }
+}
+
+/// Distribution state of one category (or of the desk-wide pool, for
+/// `assignee: distribute` on a ticket with no category).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DistState {
+    /// The agent given the previous ticket: round robin goes on after them.
+    pub cursor: Option<String>,
+    /// Tickets that found every permitted agent away or full, oldest first;
+    /// the next agent whose load drops gets the first still unassigned.
+    pub waiting: Vec<u64>,
+    /// The team leads were told that everyone is full; cleared when a
+    /// ticket is distributed again, so they hear once per shortage.
+    pub leads_told: bool,
 }
 
 /// A job of the durable scheduler, as a ticket remembers it.

@@ -716,6 +716,7 @@ impl Tx<'_> {
     }
 
     pub fn put_ticket(&self, t: &Ticket) -> Result<()> {
+        super::track_load(self, t)?;
         self.put(keys::ticket(t.number), encode(t))
     }
 
@@ -839,6 +840,19 @@ impl View for Tx<'_> {
     fn next_ticket_number(&self) -> Result<u64> {
         self.counter(keys::NEXT_TICKET, 1)
     }
+    fn agent_load(&self, agent: &str) -> Result<super::AgentLoad> {
+        Ok(self
+            .get(&super::policy_keys::load(agent))?
+            .unwrap_or_default())
+    }
+    fn agent_away(&self, agent: &str) -> Result<Option<super::Away>> {
+        self.get(&super::policy_keys::away(agent))
+    }
+    fn dist_state(&self, category: &str) -> Result<super::DistState> {
+        Ok(self
+            .get(&super::policy_keys::dist(category))?
+            .unwrap_or_default())
+    }
 }
 
 impl Writes for Tx<'_> {
@@ -891,6 +905,62 @@ impl Writes for Tx<'_> {
             self.del(key)?;
         }
         Ok(job)
+    }
+    fn put_agent_load(&self, agent: &str, load: &super::AgentLoad) -> Result<()> {
+        // A zero counter is the same as none: keep the tree free of them.
+        if load.is_zero() {
+            self.del(super::policy_keys::load(agent))
+        } else {
+            self.put(super::policy_keys::load(agent), encode(load))
+        }
+    }
+    fn put_agent_away(&self, agent: &str, away: Option<&super::Away>) -> Result<()> {
+        match away {
+            Some(a) => self.put(super::policy_keys::away(agent), encode(a)),
+            None => self.del(super::policy_keys::away(agent)),
+        }
+    }
+    fn put_dist_state(&self, category: &str, state: &super::DistState) -> Result<()> {
+        if *state == super::DistState::default() {
+            self.del(super::policy_keys::dist(category))
+        } else {
+            self.put(super::policy_keys::dist(category), encode(state))
+        }
+    }
+}
+
+/// Desk-policy reads outside transactions (issue #8): the load counters as
+/// stored, for the rebuild at start and for tests that compare them with a
+/// full scan.
+impl Store {
+    /// Every stored load counter, by agent.
+    pub fn agent_loads(&self) -> Result<std::collections::BTreeMap<String, super::AgentLoad>> {
+        let mut out = std::collections::BTreeMap::new();
+        for kv in self.inner.tree.scan_prefix(super::policy_keys::LOAD) {
+            let (k, v) = kv?;
+            let agent = String::from_utf8_lossy(&k[super::policy_keys::LOAD.len()..]).into_owned();
+            let load: super::AgentLoad = decode(&v).map_err(|why| Error::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                why,
+            })?;
+            out.insert(agent, load);
+        }
+        Ok(out)
+    }
+
+    /// Whether the load counters were built for this store yet.
+    pub fn loads_built(&self) -> Result<bool> {
+        Ok(self
+            .inner
+            .tree
+            .contains_key(super::policy_keys::LOADS_BUILT)?)
+    }
+}
+
+impl Tx<'_> {
+    /// Marks the load counters as built (see `super::policy_keys::LOADS_BUILT`).
+    pub fn mark_loads_built(&self) -> Result<()> {
+        self.put(super::policy_keys::LOADS_BUILT.to_vec(), vec![1])
     }
 }
 

@@ -9,17 +9,59 @@ use serde::Serialize;
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
     Take,
-    Assign { agent: String },
+    Assign {
+        agent: String,
+    },
     Release,
     Done,
     Waiting,
-    Snooze { until: Timestamp },
+    Snooze {
+        until: Timestamp,
+    },
     Spam,
-    Customer { id: String },
+    Customer {
+        id: String,
+    },
     Note,
-    Attach { ticket: u64 },
+    Attach {
+        ticket: u64,
+    },
     Reopen,
+    /// Set the ticket's category (checked against `categories` when obeyed).
+    Category {
+        id: String,
+    },
+    /// Set the ticket's priority (checked against `priorities` when obeyed).
+    Priority {
+        id: String,
+    },
+    /// Add and remove tags: `#tag urgent -old`.
+    Tag {
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+    /// The sender is away (skipped by distribution) until then; `None`
+    /// until `#back`. About the agent, not a ticket.
+    Away {
+        until: Option<AwayUntil>,
+    },
+    /// The sender is back: distribution counts them in again.
+    Back,
 }
+
+/// How long `#away` lasts. A bare date is a whole day in the desk's time
+/// zone, which the grammar does not know; the decision resolves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AwayUntil {
+    /// Through this day, both ends of it included (back the day after).
+    Day(jiff::civil::Date),
+    /// Until this moment.
+    At(Timestamp),
+}
+
+/// Command names, for the refusal of a word that is none of them.
+pub const NAMES: &str = "take, assign, release, done, waiting, snooze, spam, customer, note, attach, reopen, category, priority, tag, away, back";
 
 impl Command {
     pub fn name(&self) -> &'static str {
@@ -35,8 +77,26 @@ impl Command {
             Command::Note => "note",
             Command::Attach { .. } => "attach",
             Command::Reopen => "reopen",
+            Command::Category { .. } => "category",
+            Command::Priority { .. } => "priority",
+            Command::Tag { .. } => "tag",
+            Command::Away { .. } => "away",
+            Command::Back => "back",
         }
     }
+
+    /// About the sender rather than a ticket: needs no ticket to act on.
+    pub fn is_about_the_agent(&self) -> bool {
+        matches!(self, Command::Away { .. } | Command::Back)
+    }
+}
+
+/// Tags, like ids said by mail, are one word.
+pub fn is_tag(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// A line that looked like a command and was not one, with why.
@@ -112,6 +172,62 @@ pub fn command(
         "spam" => needs_none(Command::Spam),
         "note" => needs_none(Command::Note),
         "reopen" => needs_none(Command::Reopen),
+        "back" => needs_none(Command::Back),
+        "category" => match one_word(arg) {
+            Some(id) => Ok(Command::Category { id: id.to_string() }),
+            None => Err("#category needs one category id, e.g. #category billing".into()),
+        },
+        "priority" => match one_word(arg) {
+            Some(id) => Ok(Command::Priority { id: id.to_string() }),
+            None => Err("#priority needs one priority id, e.g. #priority high".into()),
+        },
+        "tag" | "tags" => {
+            let (mut add, mut remove) = (Vec::new(), Vec::new());
+            for w in arg.split_whitespace() {
+                let (list, t) = match w.strip_prefix('-') {
+                    Some(t) => (&mut remove, t),
+                    None => (&mut add, w.strip_prefix('+').unwrap_or(w)),
+                };
+                if !is_tag(t) {
+                    return Err(format!(
+                        "#tag {w}: a tag is one word of letters, digits, - or _ (-tag removes one)"
+                    ));
+                }
+                let t = t.to_string();
+                if !list.contains(&t) {
+                    list.push(t);
+                }
+            }
+            if add.is_empty() && remove.is_empty() {
+                Err("#tag needs a tag to add or -tag to remove, e.g. #tag urgent or #tag -urgent".into())
+            } else {
+                Ok(Command::Tag { add, remove })
+            }
+        }
+        "away" => {
+            let when = arg
+                .strip_prefix("until")
+                .filter(|rest| rest.is_empty() || rest.starts_with(' '))
+                .unwrap_or(arg)
+                .trim();
+            if when.is_empty() {
+                return Ok(Command::Away { until: None });
+            }
+            if let Ok(day) = when.parse::<jiff::civil::Date>() {
+                return Ok(Command::Away {
+                    until: Some(AwayUntil::Day(day)),
+                });
+            }
+            match parse_until(when, now) {
+                Some(at) if at > now => Ok(Command::Away {
+                    until: Some(AwayUntil::At(at)),
+                }),
+                Some(_) => Err(format!("#away until {when}: that time has passed")),
+                None => Err(format!(
+                    "#away needs a date, a time or a duration, e.g. #away until 2026-12-01 or #away 3d (got {when:?})"
+                )),
+            }
+        }
         "assign" => {
             let agent = arg.split_whitespace().next().unwrap_or("");
             if agent.is_empty() {
@@ -144,9 +260,16 @@ pub fn command(
                 Err(_) => Err(format!("#attach needs a ticket token, e.g. #attach {token_prefix}-12")),
             },
         },
-        other => Err(format!(
-            "#{other} is not a command (take, assign, release, done, waiting, snooze, spam, customer, note, attach, reopen)"
-        )),
+        other => Err(format!("#{other} is not a command ({NAMES})")),
+    }
+}
+
+/// The argument when it is exactly one word.
+fn one_word(arg: &str) -> Option<&str> {
+    let mut w = arg.split_whitespace();
+    match (w.next(), w.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
     }
 }
 
@@ -222,6 +345,55 @@ mod tests {
         assert_eq!(p.bad.len(), 2);
         assert!(p.bad[0].why.contains("not a command"), "{:?}", p.bad);
         assert!(p.bad[1].why.contains("takes no argument"), "{:?}", p.bad);
+    }
+
+    #[test]
+    fn desk_policy_commands() {
+        let p = parse(
+            "#category Billing\n#priority high\n#tag urgent -old +vip\n#away until 2026-12-01\n#back\n#away\n#away 3d\n",
+            "SUP",
+            now(),
+        );
+        assert!(p.bad.is_empty(), "{:?}", p.bad);
+        assert_eq!(
+            p.commands,
+            vec![
+                Command::Category {
+                    id: "Billing".into()
+                },
+                Command::Priority { id: "high".into() },
+                Command::Tag {
+                    add: vec!["urgent".into(), "vip".into()],
+                    remove: vec!["old".into()]
+                },
+                Command::Away {
+                    until: Some(AwayUntil::Day("2026-12-01".parse().unwrap()))
+                },
+                Command::Back,
+                Command::Away { until: None },
+                Command::Away {
+                    until: Some(AwayUntil::At("2026-11-25T10:00:00Z".parse().unwrap()))
+                },
+            ]
+        );
+        let p = parse(
+            "#category\n#priority very high\n#tag two!\n#tag\n#away until soon\n#away until 2020-01-01T00:00Z\n#back now\n",
+            "SUP",
+            now(),
+        );
+        let why: Vec<&str> = p.bad.iter().map(|b| b.why.as_str()).collect();
+        assert_eq!(
+            why,
+            vec![
+                "#category needs one category id, e.g. #category billing",
+                "#priority needs one priority id, e.g. #priority high",
+                "#tag two!: a tag is one word of letters, digits, - or _ (-tag removes one)",
+                "#tag needs a tag to add or -tag to remove, e.g. #tag urgent or #tag -urgent",
+                "#away needs a date, a time or a duration, e.g. #away until 2026-12-01 or #away 3d (got \"soon\")",
+                "#away until 2020-01-01T00:00Z: that time has passed",
+                "#back takes no argument",
+            ]
+        );
     }
 
     #[test]

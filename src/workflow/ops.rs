@@ -115,6 +115,11 @@ pub fn apply(
     cfg: &Config,
     now: Timestamp,
 ) -> Result<Vec<Effect>, String> {
+    if cmd.is_about_the_agent() {
+        // `#away` / `#back` change the agent, not the ticket; the decision
+        // records them whatever the ticket's state.
+        return Ok(Vec::new());
+    }
     if t.status == Status::Deleted && !matches!(cmd, Command::Reopen | Command::Note) {
         return Err("the ticket is deleted (spam); #reopen it first".into());
     }
@@ -189,9 +194,39 @@ pub fn apply(
                 }
             }
         }
-        // Handled by the delivery decision: they are about the mail, not
-        // the ticket's state.
-        Command::Note | Command::Attach { .. } => Vec::new(),
+        Command::Category { id } => {
+            let c = cfg.category(id).ok_or_else(|| {
+                format!(
+                    "{id:?} is not a category ({})",
+                    crate::config::known_categories(cfg)
+                )
+            })?;
+            t.category = Some(c.id.clone());
+            Vec::new()
+        }
+        Command::Priority { id } => {
+            let p = cfg.priority(id).ok_or_else(|| {
+                format!(
+                    "{id:?} is not a priority ({})",
+                    crate::config::known_priorities(cfg)
+                )
+            })?;
+            t.priority = p.id.clone();
+            Vec::new()
+        }
+        Command::Tag { add, remove } => {
+            t.tags
+                .retain(|x| !remove.iter().any(|r| r.eq_ignore_ascii_case(x)));
+            for a in add {
+                if !t.tags.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+                    t.tags.push(a.clone());
+                }
+            }
+            Vec::new()
+        }
+        // Handled by the delivery decision: they are about the mail (or
+        // the agent), not the ticket's state.
+        Command::Note | Command::Attach { .. } | Command::Away { .. } | Command::Back => Vec::new(),
     };
     Ok(fx)
 }
@@ -257,6 +292,11 @@ mod tests {
             language: "en".into(),
             scheduled: vec![],
             last_excerpt: String::new(),
+            category: None,
+            priority: "normal".into(),
+            tags: Vec::new(),
+            watchers: Vec::new(),
+            group: None,
         }
     }
 

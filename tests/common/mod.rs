@@ -62,11 +62,17 @@ outbound:
 
 impl Daemon {
     pub fn start(sink_port: u16, extra: &str) -> Daemon {
+        Daemon::start_custom(|port, data| config_yaml(port, data, sink_port, extra))
+    }
+
+    /// As `start`, with the whole config written by `yaml(lmtp_port,
+    /// data_dir)` (for a team other than alice and bob).
+    pub fn start_custom(yaml: impl FnOnce(u16, &Path) -> String) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let data = dir.path().join("data");
         let config = dir.path().join("postdesk.yaml");
-        std::fs::write(&config, config_yaml(port, &data, sink_port, extra)).expect("write config");
+        std::fs::write(&config, yaml(port, &data)).expect("write config");
         let log = dir.path().join("postdesk.log");
         let mut d = Daemon {
             dir,
@@ -138,6 +144,13 @@ impl Daemon {
             let _ = c.kill();
             let _ = c.wait();
             panic!("postdesk did not stop on SIGTERM:\n{}", self.log());
+        }
+    }
+
+    /// SIGHUP: reload the config file.
+    pub fn hup(&self) {
+        if let Some(c) = self.child.as_ref() {
+            unsafe_kill(c.id(), 1);
         }
     }
 
