@@ -212,7 +212,8 @@ pub async fn run(
             let needs_tickets = matches!(job.kind, JobKind::Report { .. } | JobKind::Digest);
             let tickets = if needs_tickets {
                 let s = store.clone();
-                tokio::task::spawn_blocking(move || s.tickets())
+                // Reports and the digest list open tickets only.
+                tokio::task::spawn_blocking(move || s.tickets_where(|t| t.status.is_open()))
                     .await
                     .map_err(|e| crate::store::Error::Other(e.to_string()))
                     .and_then(|r| r)
