@@ -48,7 +48,7 @@ pub async fn run(
     on_ready: impl FnOnce(&Running),
 ) -> Result<(), Error> {
     let cfg = Arc::new(cfg);
-    let templates = Arc::new(Templates::load(cfg.templates_dir.as_deref())?);
+    let templates = Arc::new(Templates::for_config(&cfg)?);
     // Compiled once per load; deliveries share it (a reload builds anew).
     let rules = crate::policy::Rules::new(&cfg)?;
     let store = Store::open(&cfg.data_dir)?;

@@ -204,6 +204,7 @@ pub async fn commit_delivery(
                 links: secret.as_deref().map(|s| s as &dyn LinkSigner),
                 rules: Some(&rules),
                 history: false,
+                answers: tpl.answers(),
             };
             decide_and_apply_with(
                 tx,
@@ -358,6 +359,9 @@ pub fn apply(
         .position(|m| *m == d.internal_id)
         .unwrap_or(t.message_ids.len()) as u32;
     tx.put_message(t.number, seq, &record)?;
+    if let Some(m) = &d.merge {
+        write_merge(tx, m)?;
+    }
     for k in &d.index_keys {
         tx.index_thread_key(k, t.number)?;
     }
@@ -383,6 +387,64 @@ pub fn apply(
         tx.add_outbox(m)?;
     }
     tx.put_ticket(&t)
+}
+
+/// The merged-away side of a merge: its messages rewritten under the
+/// survivor (same spool bytes), its thread keys pointed at the survivor
+/// (keeping their stored ids), its jobs removed, and the ticket itself
+/// closed with its pointer. The caller writes the survivor.
+pub fn write_merge(tx: &dyn Writes, m: &crate::workflow::merge::MergePlan) -> Result<()> {
+    for (old, new, rec) in &m.moves {
+        tx.put_message(m.survivor, *new, rec)?;
+        tx.delete_message(m.merged.number, *old)?;
+    }
+    for old in &m.drops {
+        tx.delete_message(m.merged.number, *old)?;
+    }
+    for k in &m.keys {
+        tx.index_thread_key(k, m.survivor)?;
+    }
+    for r in &m.cancel {
+        tx.take_job(*r)?;
+    }
+    tx.put_ticket(&m.merged)
+}
+
+/// `ticket merge A B` from the CLI: `Ok(Err(why))` is a refusal.
+pub fn merge_transaction(
+    tx: &dyn Writes,
+    a: u64,
+    b: u64,
+    cfg: &Config,
+    now: Timestamp,
+) -> Result<std::result::Result<serde_json::Value, String>> {
+    let (Some(ta), Some(tb)) = (
+        crate::workflow::merge::resolve(tx, a)?,
+        crate::workflow::merge::resolve(tx, b)?,
+    ) else {
+        return Ok(Err(format!(
+            "no ticket {}",
+            if tx.ticket(a)?.is_none() {
+                token(cfg, a)
+            } else {
+                token(cfg, b)
+            }
+        )));
+    };
+    let (s, plan) =
+        match crate::workflow::merge::merge(ta, tb, as_view(tx), &cfg.support.token_prefix, now)? {
+            Ok(x) => x,
+            Err(why) => return Ok(Err(why)),
+        };
+    write_merge(tx, &plan)?;
+    tx.put_ticket(&s)?;
+    Ok(Ok(serde_json::json!({
+        "survivor": token(cfg, s.number),
+        "merged": token(cfg, plan.merged.number),
+        "messages_moved": plan.moves.len(),
+        "status": s.status,
+        "assignee": s.assignee,
+    })))
 }
 
 /// The decision's desk-policy records: distribution states, `#away`.
@@ -471,6 +533,7 @@ pub fn explain(
     let rules = Rules::new(cfg).map_err(|e| crate::store::Error::Other(e.to_string()))?;
     let ctx = Context {
         rules: Some(&rules),
+        answers: tpl.answers(),
         ..Context::default()
     };
     let run = |view: &dyn View| {
@@ -584,13 +647,33 @@ pub fn commands_transaction(
     }
     let cause = format!("cli:{}:{}:{}", name, n, now.as_millisecond());
     let mut sent = Vec::new();
-    for i in &plan.intents {
+    let mut intents = plan.intents.clone();
+    intents.extend(crate::ingest::decide::watcher_intent(
+        &before, &t, actor, &intents,
+    ));
+    let similar = if intents.iter().any(|i| matches!(i, Intent::Notice { .. })) {
+        crate::ingest::decide::similar_lines(tx, &t, cfg)?
+    } else {
+        Vec::new()
+    };
+    for i in &intents {
         let mail = match i {
+            Intent::Watchers { to, what } => desk::watchers(
+                to,
+                what,
+                actor,
+                &t,
+                &format!("{cause}:watch"),
+                cfg,
+                tpl,
+                now,
+            ),
             Intent::Notice { to, notice } => desk::notice(
                 to,
                 *notice,
                 actor,
                 &t,
+                &similar,
                 &format!("{cause}:{to}"),
                 cfg,
                 tpl,

@@ -133,10 +133,12 @@ pub fn run_job(
             all,
             in_reply_to,
             subject,
+            category,
         } => {
             let mail = desk::report(
                 to,
                 *all,
+                category.as_deref(),
                 in_reply_to,
                 subject,
                 tickets,

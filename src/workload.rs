@@ -126,11 +126,12 @@ pub fn refill(
                 }
             );
             let cause = format!("refill:{}:{agent}:{}", t.number, now.as_millisecond());
+            let similar = crate::ingest::decide::similar_lines(tx, &t, cfg)?;
             for i in &p.intents {
                 let mail = match i {
-                    Intent::Notice { to, notice } => {
-                        desk::notice(to, *notice, &by, &t, &cause, cfg, tpl, signer, now)
-                    }
+                    Intent::Notice { to, notice } => desk::notice(
+                        to, *notice, &by, &t, &similar, &cause, cfg, tpl, signer, now,
+                    ),
                     Intent::Taken { to } => desk::taken(to, &t, &cause, cfg, tpl, now),
                     _ => continue,
                 };
@@ -154,6 +155,11 @@ pub fn refill(
 /// (written before they existed). Call before anything else writes: at
 /// daemon start, or when the CLI opens the store itself.
 pub fn ensure_loads(store: &Store) -> Result<bool> {
+    // The similar-ticket index has the same life: built once, then kept
+    // by every ticket write.
+    if ensure_similar(store)? {
+        tracing::info!("similar-ticket index built from the tickets");
+    }
     if store.loads_built()? {
         return Ok(false);
     }
@@ -169,6 +175,33 @@ pub fn ensure_loads(store: &Store) -> Result<bool> {
         }
         tx.mark_loads_built()
     })?;
+    Ok(true)
+}
+
+const SIMILAR_CHUNK: usize = 2_000;
+
+/// Builds the similar-ticket index (contact and customer → tickets) when
+/// this store has none yet; afterwards `store::track_load` keeps it.
+pub fn ensure_similar(store: &Store) -> Result<bool> {
+    if store.similar_built()? {
+        return Ok(false);
+    }
+    let tickets = store.tickets()?;
+    let want: Vec<_> = crate::store::count_similar(&tickets).into_iter().collect();
+    drop(tickets);
+    // An imported store has an entry per contact: in chunks, so no single
+    // transaction grows with the store (the mark comes last, so a crash
+    // part-way builds it again, to the same values).
+    for chunk in want.chunks(SIMILAR_CHUNK) {
+        let chunk = chunk.to_vec();
+        store.commit_blocking(None, move |tx, _| {
+            for ((by, key), list) in &chunk {
+                crate::store::Writes::put_similar_index(tx, *by, key, list)?;
+            }
+            Ok(())
+        })?;
+    }
+    store.commit_blocking(None, |tx, _| tx.mark_similar_built())?;
     Ok(true)
 }
 

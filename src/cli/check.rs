@@ -816,12 +816,14 @@ fn smtps_probe(cfg: &Config, relay: &str, u: &RelayUrl, r: &mut Report) {
 
 fn check_templates(cfg: &Config, r: &mut Report) {
     let key = "templates";
-    let tpl = match Templates::load(cfg.templates_dir.as_deref()) {
+    let tpl = match Templates::for_config(cfg) {
         Ok(t) => t,
         Err(e) => {
             r.fail(
                 key,
-                format!("{e}; fix it, or remove templates_dir to use the built-in set"),
+                format!(
+                    "{e}; fix it, or remove templates_dir or answers_dir to use the built-in set"
+                ),
             );
             return;
         }
@@ -886,7 +888,8 @@ fn sample_context(cfg: &Config, token: &str) -> minijinja::Value {
         contact => "mari@customer.example", customer => "acme", assignee => "alice@desk.example",
         age => "2d", started => "2026-01-05 09:12", preview => "The printer is on fire again.",
         replies => 3, status_name => "active", direction_arrow => "←", reopened => true,
-        links => links.clone(),
+        links => links.clone(), category => "billing", priority => "high", escalated => "l2",
+        watchers => vec!["bob@desk.example"],
     };
     let ts = vec![t.clone()];
     minijinja::context! {
@@ -895,7 +898,9 @@ fn sample_context(cfg: &Config, token: &str) -> minijinja::Value {
         t => t, by => "alice@desk.example", to => "bob@desk.example", notice => "reopened",
         links => links, why => vec!["the sender is not staff"], trust => cfg.commands.trust.join(", "),
         date => "2026-01-05", unassigned => ts.clone(), reopened => ts.clone(),
-        overdue => ts.clone(),
+        overdue => ts.clone(), escalated => ts.clone(),
+        what => "done", group => "l2", first_line => "bob@desk.example",
+        similar => vec!["SUP-7  ACTIVE  Printer (bob@desk.example, 2026-01-02)"],
         workload => vec![minijinja::context! { agent => "alice@desk.example", count => 4 }],
         customers => vec![minijinja::context! { customer => "acme", count => 2 }],
         agents => vec![minijinja::context! { name => "Alice", tickets => ts }],

@@ -204,7 +204,7 @@ pub fn import_mbox(cfg: &Config, file: &Path) -> anyhow::Result<Summary> {
     reader
         .start()
         .with_context(|| format!("reading {}", file.display()))?;
-    let tpl = Templates::load(cfg.templates_dir.as_deref())?;
+    let tpl = Templates::for_config(cfg)?;
     let store = open_store(cfg)?;
     let progress = Progress::new(meta.len());
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -342,6 +342,7 @@ impl Import {
                     let ctx = DecideContext {
                         rules: Some(&rules),
                         history: true,
+                        answers: tpl.answers(),
                         ..DecideContext::default()
                     };
                     decide_and_apply_with(

@@ -181,6 +181,9 @@ pub enum TicketCmd {
         #[arg(long = "untag", value_name = "TAG")]
         untag: Vec<String>,
     },
+    /// Join two tickets that are one conversation (as #merge by mail):
+    /// the older survives, the other points at it.
+    Merge { a: String, b: String },
 }
 
 pub fn main() -> ExitCode {
@@ -432,7 +435,7 @@ async fn reload_on_hangup(
             continue;
         };
         let loaded = Config::load(p).map_err(|e| e.to_string()).and_then(|c| {
-            let t = Templates::load(c.templates_dir.as_deref()).map_err(|e| e.to_string())?;
+            let t = Templates::for_config(&c).map_err(|e| e.to_string())?;
             // The rules are compiled here, once per reload, never per message.
             let r = crate::policy::Rules::new(&c).map_err(|e| e.to_string())?;
             Ok((c, t, r))
@@ -481,7 +484,7 @@ fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
             Response::Err(e) => Err(anyhow!(e)),
         };
     }
-    let tpl = Templates::load(cfg.templates_dir.as_deref())?;
+    let tpl = Templates::for_config(cfg)?;
     if !cfg.data_dir.join("store").exists() {
         // Nothing was ever delivered here: answer from an empty desk rather
         // than creating a data directory as a side effect of a query.
@@ -505,6 +508,10 @@ fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
             Request::Stats { by, .. } => Ok(serde_json::json!({"by": by, "rows": []})),
             Request::TicketSet { token, .. } => bail!(
                 "no ticket {token}: the data directory {} holds no store",
+                cfg.data_dir.display()
+            ),
+            Request::TicketMerge { a, .. } => bail!(
+                "no ticket {a}: the data directory {} holds no store",
                 cfg.data_dir.display()
             ),
         };
@@ -588,6 +595,19 @@ fn ticket(cmd: TicketCmd, cfg: &Config) -> anyhow::Result<ExitCode> {
                 s(&v, "category"),
                 s(&v, "priority"),
                 tags.join(", ")
+            );
+        }
+        TicketCmd::Merge { a, b } => {
+            let v = ask(cfg, Request::TicketMerge { a, b })?;
+            println!(
+                "{} merged into {} ({} messages moved; {} is now {})",
+                s(&v, "merged"),
+                s(&v, "survivor"),
+                v.get("messages_moved")
+                    .and_then(|x| x.as_u64())
+                    .unwrap_or(0),
+                s(&v, "survivor"),
+                s(&v, "status")
             );
         }
         TicketCmd::Show { token, json } => {
@@ -695,9 +715,20 @@ fn print_show(v: &serde_json::Value) {
         "started_at",
         "ended_at",
         "follow_up_of",
+        "merged_into",
         "description",
     ] {
         println!("  {k:<13} {}", s(v, k));
+    }
+    if let Some(e) = v.get("escalated").filter(|e| !e.is_null()) {
+        println!(
+            "  {:<13} to {} (first line: {})",
+            "escalated",
+            s(e, "group"),
+            e.get("first_line")
+                .and_then(|x| x.as_str())
+                .unwrap_or("nobody")
+        );
     }
     for k in ["tags", "watchers"] {
         let list: Vec<&str> = v[k]
@@ -718,6 +749,24 @@ fn print_show(v: &serde_json::Value) {
         "replies",
         v.get("replies").and_then(|x| x.as_u64()).unwrap_or(0)
     );
+    if let Some(sim) = v
+        .get("similar")
+        .and_then(|m| m.as_array())
+        .filter(|a| !a.is_empty())
+    {
+        println!("other tickets of the contact and customer:");
+        for o in sim {
+            println!(
+                "  {:<9} {:<10} {} ({})",
+                s(o, "token"),
+                s(o, "status"),
+                s(o, "subject"),
+                o.get("assignee")
+                    .and_then(|x| x.as_str())
+                    .unwrap_or("unassigned")
+            );
+        }
+    }
     if let Some(ms) = v.get("messages").and_then(|m| m.as_array()) {
         println!("messages:");
         for m in ms {

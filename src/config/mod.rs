@@ -63,6 +63,11 @@ pub struct Config {
     pub customers_file: Option<PathBuf>,
     /// Where `en/`, `et/` … template folders live; none = the built-in set.
     pub templates_dir: Option<PathBuf>,
+    /// Where `en/`, `et/` … folders of canned answers (`NAME.txt`) live,
+    /// laid over the built-in examples; none = the built-in set.
+    pub answers_dir: Option<PathBuf>,
+    /// Named lists of commands run by `#macro NAME`, all or nothing.
+    pub macros: std::collections::BTreeMap<String, Vec<String>>,
     /// Ordered lowest first; see `policy.rs` for the desk-policy keys.
     pub priorities: Vec<Priority>,
     pub groups: Vec<Group>,
@@ -233,6 +238,8 @@ impl Default for Config {
             customers: Vec::new(),
             customers_file: None,
             templates_dir: None,
+            answers_dir: None,
+            macros: Default::default(),
             priorities: default_priorities(),
             groups: Vec::new(),
             categories: Vec::new(),

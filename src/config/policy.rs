@@ -539,6 +539,41 @@ pub fn check(cfg: &Config) -> Result<(), PolicyError> {
     for (i, r) in cfg.routing.iter().enumerate() {
         check_rule(cfg, &format!("routing[{i}]"), r, hours.is_some())?;
     }
+    check_macros(cfg)
+}
+
+/// Each macro line must be one command the grammar knows; a macro may not
+/// run another (no loops to guard against when obeying).
+fn check_macros(cfg: &Config) -> Result<(), PolicyError> {
+    let now = Timestamp::UNIX_EPOCH;
+    for (name, lines) in &cfg.macros {
+        if !crate::workflow::command::is_tag(name) {
+            return Err(problem(
+                format!("macros.{name}"),
+                "a macro name is one word of letters, digits, - or _",
+            ));
+        }
+        if lines.is_empty() {
+            return Err(problem(
+                format!("macros.{name}"),
+                "an empty macro does nothing",
+            ));
+        }
+        for (i, line) in lines.iter().enumerate() {
+            let p = crate::workflow::command::parse(line, &cfg.support.token_prefix, now);
+            let why = match (p.commands.as_slice(), p.bad.first()) {
+                (_, Some(b)) => Some(b.why.clone()),
+                ([crate::workflow::command::Command::Macro { .. }], _) => {
+                    Some("a macro cannot run another macro".into())
+                }
+                ([_], None) => None,
+                _ => Some(format!("{line:?} is not one #command")),
+            };
+            if let Some(why) = why {
+                return Err(problem(format!("macros.{name}[{i}]"), why));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -913,6 +948,26 @@ categories:
         match parse(extra) {
             Ok(_) => panic!("accepted:\n{extra}"),
             Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn macros_are_checked_line_by_line() {
+        assert!(parse(
+            "macros:\n  close: [\"#answer thanks\", \"#category billing\", \"#done\"]\n"
+        )
+        .is_ok());
+        for (extra, want) in [
+            ("macros:\n  m: [\"#frobnicate\"]\n", "macros.m[0]"),
+            (
+                "macros:\n  m: [\"#done\", \"#macro m\"]\n",
+                "a macro cannot run another macro",
+            ),
+            ("macros:\n  m: [\"done\"]\n", "is not one #command"),
+            ("macros:\n  m: []\n", "an empty macro does nothing"),
+        ] {
+            let e = err(extra);
+            assert!(e.contains(want), "{extra}: {e}");
         }
     }
 

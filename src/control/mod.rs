@@ -60,6 +60,11 @@ pub enum Request {
         #[serde(default)]
         untag: Vec<String>,
     },
+    /// `ticket merge A B`: the older survives (as `#merge` by mail).
+    TicketMerge {
+        a: String,
+        b: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +118,7 @@ pub fn handle(req: Request, store: &Store, cfg: &Config, tpl: &Templates) -> Res
             tag,
             untag,
         } => ticket_set(store, cfg, tpl, &token, category, priority, tag, untag),
+        Request::TicketMerge { a, b } => ticket_merge(store, cfg, &a, &b),
     };
     match r {
         Ok(v) => Response::Ok(v),
@@ -228,6 +234,32 @@ fn ticket_set(
     serde_json::to_value(out).map_err(|e| e.to_string())
 }
 
+fn ticket_merge(
+    store: &Store,
+    cfg: &Config,
+    a: &str,
+    b: &str,
+) -> Result<serde_json::Value, String> {
+    let num = |tok: &str| {
+        views::parse_token(tok, cfg).ok_or_else(|| {
+            format!(
+                "{tok:?} is not a ticket token (e.g. {}-12)",
+                cfg.support.token_prefix
+            )
+        })
+    };
+    let (na, nb) = (num(a)?, num(b)?);
+    let now = Timestamp::now();
+    let cfg2 = cfg.clone();
+    let out = store
+        .commit_blocking(None, move |tx, _| {
+            crate::deliver::merge_transaction(tx, na, nb, &cfg2, now)
+        })
+        .map_err(|e| e.to_string())??;
+    tracing::info!(result = %out, "cli merge");
+    Ok(out)
+}
+
 /// Binds the control socket (mode 0600: it can do what the CLI can).
 pub fn bind(path: &Path) -> Result<UnixListener, Error> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -300,7 +332,9 @@ async fn serve_one(
             let (cfg, tpl) = current();
             let writes = matches!(
                 req,
-                Request::TicketCommand { .. } | Request::TicketSet { .. }
+                Request::TicketCommand { .. }
+                    | Request::TicketSet { .. }
+                    | Request::TicketMerge { .. }
             );
             // Reads scan the store: keep them off the async workers.
             let resp = tokio::task::spawn_blocking(move || handle(req, &store, &cfg, &tpl))

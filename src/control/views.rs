@@ -39,6 +39,28 @@ pub struct TicketJson {
     pub tags: Vec<String>,
     pub watchers: Vec<String>,
     pub group: Option<String>,
+    /// While with a second line: the group, and who had it before.
+    pub escalated: Option<EscalatedJson>,
+    /// The token of the ticket this one was merged into.
+    pub merged_into: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EscalatedJson {
+    pub group: String,
+    pub first_line: Option<String>,
+    pub first_group: Option<String>,
+    pub at: Timestamp,
+}
+
+/// One of the contact's or customer's other tickets (`ticket show`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SimilarJson {
+    pub token: String,
+    pub status: Status,
+    pub subject: String,
+    pub assignee: Option<String>,
+    pub started_at: Timestamp,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +114,9 @@ pub struct ShowJson {
     #[serde(flatten)]
     pub ticket: TicketJson,
     pub messages: Vec<MessageJson>,
+    /// The contact's and customer's other open and recent tickets, newest
+    /// first (from the similar-ticket index).
+    pub similar: Vec<SimilarJson>,
 }
 
 pub fn ticket_json(t: &Ticket, cfg: &Config) -> TicketJson {
@@ -120,6 +145,13 @@ pub fn ticket_json(t: &Ticket, cfg: &Config) -> TicketJson {
         tags: t.tags.clone(),
         watchers: t.watchers.clone(),
         group: t.group.clone(),
+        escalated: t.escalated.as_ref().map(|e| EscalatedJson {
+            group: e.group.clone(),
+            first_line: e.first_line.clone(),
+            first_group: e.first_group.clone(),
+            at: e.at,
+        }),
+        merged_into: t.merged_into.map(|n| token(cfg, n)),
     }
 }
 
@@ -185,9 +217,22 @@ pub fn ticket_show(store: &Store, cfg: &Config, tok: &str) -> Result<ShowJson, S
         }
     }
     messages.sort_by_key(|m| m.received_at);
+    let similar = store
+        .with_read_view(|v| crate::ingest::decide::similar_tickets(v, &t))
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|o| SimilarJson {
+            token: token(cfg, o.number),
+            status: o.status,
+            subject: o.subject,
+            assignee: o.assignee,
+            started_at: o.started_at,
+        })
+        .collect();
     Ok(ShowJson {
         ticket: ticket_json(&t, cfg),
         messages,
+        similar,
     })
 }
 

@@ -101,6 +101,13 @@ pub enum Intent {
         /// Tickets of the category now waiting, this one included.
         waiting: usize,
     },
+    /// Tell the ticket's watchers what changed (`what`: "done", "taken by
+    /// bob@…", …).
+    Watchers { to: Vec<String>, what: String },
+    /// Tell a second-line group that a ticket was escalated to it.
+    Escalated { to: Vec<String>, group: String },
+    /// A canned answer to the customer, in the ticket's thread.
+    Answer { to: String, name: String },
 }
 
 /// Desk-policy records a decision changes besides the ticket.
@@ -160,6 +167,12 @@ pub struct Decision {
     /// change freed an agent's slot (`SUP-4 to alice@…`); filled by
     /// `deliver`, not by the pure decision.
     pub refilled: Vec<String>,
+    /// The contact's and customer's other open and recent tickets, one
+    /// line each, for the assignee's and the group's notices.
+    pub similar: Vec<String>,
+    /// `#merge`: what moves from the merged ticket to the survivor (which
+    /// is `ticket`).
+    pub merge: Option<crate::workflow::merge::MergePlan>,
 }
 
 impl Decision {
@@ -201,6 +214,8 @@ impl Decision {
             notice_by: None,
             desk: DeskChanges::default(),
             refilled: Vec::new(),
+            similar: Vec::new(),
+            merge: None,
         }
     }
 }
@@ -221,6 +236,8 @@ pub struct Context<'a> {
     /// priority, tags and watchers, but gives the ticket to nobody (who
     /// worked it shows in its replies) and queues nothing.
     pub history: bool,
+    /// The canned answers `#answer` may send (the loaded templates' names).
+    pub answers: &'a [String],
 }
 
 /// Signs and checks action addresses; implemented over the secret in
@@ -411,6 +428,21 @@ pub fn plan(t: &mut Ticket, fx: Vec<Effect>, cfg: &Config) -> Plan {
                     p.learn = Some((address, customer));
                 }
             }
+            Effect::Escalated { group } => {
+                if let Some(g) = cfg.group(&group) {
+                    let to: Vec<String> = g
+                        .notified()
+                        .iter()
+                        .map(|a| a.to_ascii_lowercase())
+                        .collect();
+                    if !to.is_empty() {
+                        p.intents.push(Intent::Escalated {
+                            to,
+                            group: g.name.clone(),
+                        });
+                    }
+                }
+            }
         }
     }
     p
@@ -503,10 +535,14 @@ fn follow_up(
             t.replies += 1;
             t.last_direction = Direction::Out;
             if t.status == Status::Unassigned {
-                // Directo's auto-assign by mail: no notifications.
+                // Directo's auto-assign by mail: no notice to the sender,
+                // but the watchers hear who has it.
                 d.action = Action::Assign;
+                let before = t.clone();
                 t.assignee = Some(sender.clone());
                 t.status = Status::Active;
+                d.intents
+                    .extend(watcher_intent(&before, &t, &sender, &d.intents));
             } else {
                 d.action = Action::Append;
             }
@@ -539,8 +575,11 @@ fn follow_up(
         }
         Status::Done => {
             d.action = Action::Reopen;
+            let before = t.clone();
             let fx = ops::reopen_by_customer(&mut t);
             plan_effects(&mut t, fx, cfg, &mut d);
+            d.intents
+                .extend(watcher_intent(&before, &t, &class.sender, &d.intents));
         }
         Status::Waiting | Status::Snoozed => {
             d.action = Action::Wake;
@@ -558,6 +597,7 @@ fn follow_up(
     d.kind = MessageKind::Customer;
     t.replies += 1;
     t.last_direction = Direction::In;
+    t.last_customer_message = Some(p.message_id.clone());
     t.last_message_at = now;
     t.last_excerpt = d.excerpt.clone();
     attach_message(&mut t, p, &d.internal_id, cfg);
@@ -662,7 +702,13 @@ fn new_ticket(
         tags: Vec::new(),
         watchers: Vec::new(),
         group: None,
+        escalated: None,
+        merged_into: None,
+        last_customer_message: None,
     };
+    if !class.staff {
+        t.last_customer_message = Some(p.message_id.clone());
+    }
     d.customer = customer;
     d.kind = if class.staff {
         MessageKind::Agent
@@ -785,6 +831,9 @@ pub(super) fn copy_intent(
             .map(|a| a.email.to_ascii_lowercase())
             .collect(),
     };
+    // Watchers hear of every customer mail, also in the quiet
+    // `team.distribute: assignee` mode.
+    let pool = pool.into_iter().chain(t.watchers.iter().cloned());
     let mut to: Vec<String> = Vec::new();
     for a in pool {
         if a != class.sender && !direct.contains(&a.as_str()) && !to.contains(&a) {
@@ -842,8 +891,153 @@ pub(super) fn finish(
             d.conversation = Some(k);
         }
     }
+    let notified = d.intents.iter().any(|i| {
+        matches!(
+            i,
+            Intent::Notice {
+                notice: Notice::Assigned,
+                ..
+            } | Intent::Escalated { .. }
+        )
+    });
+    if notified {
+        d.similar = similar_lines(view, &t, _cfg)?;
+    }
     d.ticket = Some(t);
     Ok(())
+}
+
+/// How many other tickets the notices and `ticket show` list.
+pub const SIMILAR_SHOWN: usize = 5;
+/// A closed-over ticket still counts as recent this long after its last mail.
+const SIMILAR_RECENT_DAYS: i64 = 30;
+
+/// The contact's and the customer's other tickets that are open, or had
+/// mail in the last 30 days, newest first, at most [`SIMILAR_SHOWN`]: from
+/// the similar-ticket index, never a scan. Merged and deleted tickets are
+/// left out, and so are entries whose ticket has since changed contact or
+/// customer.
+pub fn similar_tickets(view: &dyn View, t: &Ticket) -> Result<Vec<Ticket>> {
+    let mut numbers: Vec<(crate::store::SimilarBy, String, u64)> = Vec::new();
+    for (by, key) in crate::store::similar_keys(t) {
+        for n in view.similar_index(by, &key)? {
+            numbers.push((by, key.clone(), n));
+        }
+    }
+    // Newest first; both lists may hold the same ticket.
+    numbers.sort_by_key(|x| std::cmp::Reverse(x.2));
+    numbers.dedup_by_key(|x| x.2);
+    let recent = t
+        .last_message_at
+        .checked_sub(jiff::SignedDuration::from_hours(24 * SIMILAR_RECENT_DAYS))
+        .unwrap_or(t.last_message_at);
+    let mut out = Vec::new();
+    for (by, key, n) in numbers {
+        if out.len() >= SIMILAR_SHOWN {
+            break;
+        }
+        if n == t.number {
+            continue;
+        }
+        let Some(o) = view.ticket(n)? else { continue };
+        let still = crate::store::similar_keys(&o)
+            .iter()
+            .any(|(b, k)| *b == by && *k == key);
+        let shown = still
+            && o.merged_into.is_none()
+            && o.status != Status::Deleted
+            && (o.status.is_open() || o.last_message_at >= recent);
+        if shown {
+            out.push(o);
+        }
+    }
+    Ok(out)
+}
+
+/// `SUP-3  ACTIVE  Printer broken (bob@example.com, 2026-11-20)`.
+pub fn similar_line(o: &Ticket, cfg: &Config) -> String {
+    format!(
+        "{}  {}  {} ({}, {})",
+        token(cfg, o.number),
+        crate::render::desk::status_name(&cfg.support.language, o.status),
+        o.subject,
+        o.assignee.as_deref().unwrap_or("unassigned"),
+        o.started_at.strftime("%Y-%m-%d")
+    )
+}
+
+pub fn similar_lines(view: &dyn View, t: &Ticket, cfg: &Config) -> Result<Vec<String>> {
+    Ok(similar_tickets(view, t)?
+        .iter()
+        .map(|o| similar_line(o, cfg))
+        .collect())
+}
+
+/// What watchers are told about a change from `before` to `after` made by
+/// `actor`, or `None` when nothing they follow changed. The actor and
+/// whoever already gets a notice of their own are left out.
+pub fn watcher_intent(
+    before: &Ticket,
+    after: &Ticket,
+    actor: &str,
+    intents: &[Intent],
+) -> Option<Intent> {
+    let mut what = Vec::new();
+    match (&before.escalated, &after.escalated) {
+        (None, Some(e)) => what.push(format!("escalated to {}", e.group)),
+        (Some(a), Some(b)) if a.group != b.group => what.push(format!("escalated to {}", b.group)),
+        (Some(_), None) => what.push("returned to the first line".to_string()),
+        _ => {}
+    }
+    if before.assignee != after.assignee {
+        match &after.assignee {
+            Some(a) if a.eq_ignore_ascii_case(actor) => what.push(format!("taken by {a}")),
+            Some(a) => what.push(format!("given to {a}")),
+            None if after.escalated.is_none() || before.escalated == after.escalated => {
+                what.push("released: nobody has it now".to_string())
+            }
+            None => {}
+        }
+    }
+    if before.status != after.status {
+        let s = match after.status {
+            Status::Done => Some("done"),
+            Status::Closed => Some("closed"),
+            Status::Deleted => Some("marked as spam"),
+            Status::Waiting => Some("waiting for the customer"),
+            Status::Snoozed => Some("snoozed"),
+            Status::Active | Status::Unassigned if !before.status.is_open() => Some("reopened"),
+            _ => None,
+        };
+        what.extend(s.map(str::to_string));
+    }
+    if after.merged_into != before.merged_into {
+        if let Some(n) = after.merged_into {
+            what.push(format!("merged into ticket {n}"));
+        }
+    }
+    if what.is_empty() {
+        return None;
+    }
+    let told: Vec<&str> = intents
+        .iter()
+        .filter_map(|i| match i {
+            Intent::Notice { to, .. } => Some(to.as_str()),
+            _ => None,
+        })
+        .collect();
+    let actor = actor.trim().to_ascii_lowercase();
+    let to: Vec<String> = after
+        .watchers
+        .iter()
+        .filter(|w| **w != actor && !told.contains(&w.as_str()))
+        .filter(|w| after.assignee.as_deref() != Some(w.as_str()))
+        .cloned()
+        .collect();
+    (!to.is_empty()).then(|| Intent::Watchers {
+        to,
+        what: what.join("; "),
+    })
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 
 use super::classify::Classification;
 use super::decide::{
-    attach_message, copy_intent, finish, plan_effects, recipients, Action, Context, Decision,
-    Intent,
+    attach_message, copy_intent, finish, is_ours, plan_effects, recipients, watcher_intent, Action,
+    Context, Decision, Intent,
 };
 use super::{Envelope, Parsed};
 use crate::config::Config;
@@ -55,24 +55,46 @@ pub(super) fn commands(
 
     // A report request: the reply goes to the roster address only, so it
     // needs no further authentication.
-    if let Some(all) = tags.iter().find_map(|t| match t {
-        PlusTag::Report | PlusTag::ReportCategory(_) => Some(false),
-        PlusTag::ReportAll => Some(true),
+    if let Some((all, category)) = tags.iter().find_map(|t| match t {
+        PlusTag::Report => Some((false, None)),
+        PlusTag::ReportCategory(c) => Some((false, Some(c.clone()))),
+        PlusTag::ReportAll => Some((true, None)),
         _ => None,
     }) {
         let mut d = base.clone();
         d.kind = MessageKind::Command;
+        let known = category
+            .as_deref()
+            .map(|c| cfg.category(c).map(|c| c.id.clone()));
+        if let (Some(c), Some(None)) = (&category, &known) {
+            // A typo must not come back as an empty report that looks real.
+            let why = vec![format!(
+                "support+report-{c}@: {c:?} is not a category ({})",
+                crate::config::known_categories(cfg)
+            )];
+            return Ok(Some(if on_roster {
+                refuse(d, class, None, why)
+            } else {
+                d.action = Action::Refused;
+                d
+            }));
+        }
         if on_roster {
             d.action = Action::Report;
-            d.commands
-                .push(if all { "report-all" } else { "report" }.into());
+            d.commands.push(match (&known, all) {
+                (Some(Some(c)), _) => format!("report-{c}"),
+                (_, true) => "report-all".into(),
+                _ => "report".into(),
+            });
             d.schedule.push((
                 now,
                 JobKind::Report {
                     to: sender,
-                    all,
+                    // One category is the whole desk's tickets of it.
+                    all: all || category.is_some(),
                     in_reply_to: p.message_id.clone(),
                     subject: p.subject.clone(),
+                    category: known.flatten(),
                 },
             ));
         } else {
@@ -146,6 +168,8 @@ pub(super) fn commands(
         match ops::apply(&mut t, &cmd, &sender, cfg, now) {
             Ok(fx) => {
                 plan_effects(&mut t, fx, cfg, &mut d);
+                d.intents
+                    .extend(watcher_intent(&before, &t, &sender, &d.intents));
                 d.commands.push(cmd.name().into());
                 d.action = Action::Command;
                 attach_message(&mut t, p, &d.internal_id, cfg);
@@ -160,10 +184,11 @@ pub(super) fn commands(
     if !class.staff {
         return Ok(None);
     }
-    let parsed = command::parse(own, &cfg.support.token_prefix, now);
+    let mut parsed = command::parse(own, &cfg.support.token_prefix, now);
     if parsed.is_empty() {
         return Ok(None);
     }
+    expand_macros(&mut parsed, cfg, now);
     let mut d = base.clone();
     let attach_to = parsed.commands.iter().find_map(|c| match c {
         Command::Attach { ticket } => Some(*ticket),
@@ -238,6 +263,13 @@ pub(super) fn commands(
     }
     d.desk.away = away;
 
+    if let Some(other) = parsed.commands.iter().find_map(|c| match c {
+        Command::Merge { ticket } => Some(*ticket),
+        _ => None,
+    }) {
+        return merge_by_mail(p, cfg, view, now, class, d, t, other, &parsed.commands);
+    }
+
     d.status_before = Some(t.status);
     let before = t.clone();
     let is_note = parsed.commands.contains(&Command::Note);
@@ -266,9 +298,19 @@ pub(super) fn commands(
         };
     }
     for c in &parsed.commands {
-        match ops::apply(&mut t, c, &class.sender, cfg, now) {
-            Ok(fx) => {
-                plan_effects(&mut t, fx, cfg, &mut d);
+        let done = ops::apply(&mut t, c, &class.sender, cfg, now).and_then(|fx| {
+            plan_effects(&mut t, fx, cfg, &mut d);
+            match c {
+                Command::Answer { name } => answer(&mut t, name, &class.sender, cfg, ctx, &mut d),
+                Command::Escalate { .. } => {
+                    super::route::distribute_escalated(&mut t, cfg, view, now, &mut d)
+                        .map_err(|e| e.to_string())
+                }
+                _ => Ok(()),
+            }
+        });
+        match done {
+            Ok(()) => {
                 d.commands.push(c.name().into());
             }
             Err(e) => {
@@ -285,6 +327,8 @@ pub(super) fn commands(
         }
     }
     d.action = Action::Command;
+    d.intents
+        .extend(watcher_intent(&before, &t, &class.sender, &d.intents));
     t.last_message_at = now;
     attach_message(&mut t, p, &d.internal_id, cfg);
     if let Some(n) = attach_to {
@@ -308,6 +352,182 @@ pub(super) fn commands(
         }
     }
     Ok(Some(d))
+}
+
+/// `#merge SUP-N` on ticket `t`: the older of the two survives and this
+/// mail joins it. Alone in its mail (a `#note` aside), so it is clear which
+/// ticket any other command would mean.
+#[allow(clippy::too_many_arguments)]
+fn merge_by_mail(
+    p: &Parsed,
+    cfg: &Config,
+    view: &dyn View,
+    now: Timestamp,
+    class: &Classification,
+    mut d: Decision,
+    t: Ticket,
+    other: u64,
+    cmds: &[Command],
+) -> Result<Option<Decision>> {
+    let tok = |n| super::decide::token(cfg, n);
+    if cmds
+        .iter()
+        .any(|c| !matches!(c, Command::Merge { .. } | Command::Note))
+        || cmds
+            .iter()
+            .filter(|c| matches!(c, Command::Merge { .. }))
+            .count()
+            > 1
+    {
+        return Ok(Some(refuse(
+            d,
+            class,
+            Some(t),
+            vec!["#merge goes alone in its mail (a #note aside); nothing was done".into()],
+        )));
+    }
+    let Some(o) = crate::workflow::merge::resolve(view, other)? else {
+        return Ok(Some(refuse(
+            d,
+            class,
+            Some(t),
+            vec![format!("#merge: there is no ticket {}", tok(other))],
+        )));
+    };
+    let (mut s, plan) =
+        match crate::workflow::merge::merge(t.clone(), o, view, &cfg.support.token_prefix, now)? {
+            Ok(x) => x,
+            Err(why) => {
+                return Ok(Some(refuse(
+                    d,
+                    class,
+                    Some(t),
+                    vec![format!("#merge: {why}; nothing was done")],
+                )))
+            }
+        };
+    d.status_before = Some(s.status);
+    d.kind = if cmds.contains(&Command::Note) {
+        MessageKind::Note
+    } else {
+        MessageKind::Command
+    };
+    d.action = Action::Command;
+    d.commands.push("merge".into());
+    d.thread.why = format!(
+        "#merge: {} merged into {}",
+        tok(plan.merged.number),
+        tok(s.number)
+    );
+    // The merged ticket's watchers hear where the conversation went.
+    let mut told = plan.merged.clone();
+    told.merged_into = None;
+    d.intents.extend(watcher_intent(
+        &told,
+        &plan.merged,
+        &class.sender,
+        &d.intents,
+    ));
+    s.last_message_at = s.last_message_at.max(now);
+    attach_message(&mut s, p, &d.internal_id, cfg);
+    d.merge = Some(plan);
+    finish(p, cfg, view, &mut d, s, false)?;
+    Ok(Some(d))
+}
+
+/// Replaces each `#macro NAME` by the commands `macros.NAME` lists (checked
+/// when the config loads: one known command per line, no nested macros).
+/// An unknown name is a bad line, so the whole mail is refused.
+fn expand_macros(parsed: &mut command::Parsed, cfg: &Config, now: Timestamp) {
+    if !parsed
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::Macro { .. }))
+    {
+        return;
+    }
+    let mut out = Vec::new();
+    for c in std::mem::take(&mut parsed.commands) {
+        let Command::Macro { name } = &c else {
+            out.push(c);
+            continue;
+        };
+        match cfg.macros.get(name) {
+            Some(lines) => {
+                for line in lines {
+                    let p = command::parse(line, &cfg.support.token_prefix, now);
+                    for inner in p.commands {
+                        if matches!(inner, Command::Macro { .. }) {
+                            parsed.bad.push(command::BadCommand {
+                                line: format!("#macro {name}"),
+                                why: "a macro cannot run another macro".into(),
+                            });
+                        } else {
+                            out.push(inner);
+                        }
+                    }
+                    parsed
+                        .bad
+                        .extend(p.bad.into_iter().map(|b| command::BadCommand {
+                            line: format!("#macro {name}: {}", b.line),
+                            why: b.why,
+                        }));
+                }
+            }
+            None => {
+                let known: Vec<&str> = cfg.macros.keys().map(String::as_str).collect();
+                parsed.bad.push(command::BadCommand {
+                    line: format!("#macro {name}"),
+                    why: if known.is_empty() {
+                        "this desk has no macros (macros: in the config)".into()
+                    } else {
+                        format!("{name:?} is not a macro ({})", known.join(", "))
+                    },
+                });
+            }
+        }
+    }
+    parsed.commands = out;
+}
+
+/// `#answer NAME`: the canned answer goes to the customer in the ticket's
+/// thread and counts as the agent's reply (an unassigned ticket becomes
+/// theirs, quietly, as a Reply-All would make it).
+fn answer(
+    t: &mut Ticket,
+    name: &str,
+    sender: &str,
+    cfg: &Config,
+    ctx: &Context,
+    d: &mut Decision,
+) -> std::result::Result<(), String> {
+    if !ctx.answers.iter().any(|a| a == name) {
+        return Err(if ctx.answers.is_empty() {
+            format!("{name:?} is not a canned answer (there are none)")
+        } else {
+            format!(
+                "{name:?} is not a canned answer ({})",
+                ctx.answers.join(", ")
+            )
+        });
+    }
+    if t.contact.is_empty() || is_ours(&t.contact, cfg) || cfg.is_staff(&t.contact) {
+        return Err("the ticket has no customer address to answer".into());
+    }
+    if d.intents.iter().any(|i| matches!(i, Intent::Answer { .. })) {
+        return Err("one #answer per mail".into());
+    }
+    d.intents.push(Intent::Answer {
+        to: t.contact.clone(),
+        name: name.to_string(),
+    });
+    t.replies += 1;
+    t.last_direction = Direction::Out;
+    if t.status == Status::Unassigned {
+        t.assignee = Some(sender.to_ascii_lowercase());
+        t.status = Status::Active;
+    }
+    Ok(())
 }
 
 /// The sender's `#away` / `#back`, the last one winning: (agent, the away

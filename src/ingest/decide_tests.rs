@@ -115,6 +115,9 @@ fn kinds(d: &Decision) -> Vec<&'static str> {
             Intent::Taken { .. } => "taken",
             Intent::Refusal { .. } => "refusal",
             Intent::Capacity { .. } => "capacity",
+            Intent::Watchers { .. } => "watchers",
+            Intent::Escalated { .. } => "escalated",
+            Intent::Answer { .. } => "answer",
         })
         .collect()
 }

@@ -254,6 +254,57 @@ fn distribute_new(
     Ok(())
 }
 
+/// After `#escalate`: when the ticket's category distributes, the ticket
+/// goes to one of the second-line group's members by the category's mode
+/// and cap (the group keeps its own round-robin cursor, under the key
+/// `group:<name>`); otherwise, or with every member away or full, it stays
+/// unassigned in the group, whose notify list has been told. It does not
+/// join a waiting queue: the group's notice is the call to take it.
+pub fn distribute_escalated(
+    t: &mut Ticket,
+    cfg: &Config,
+    view: &dyn View,
+    now: Timestamp,
+    d: &mut Decision,
+) -> Result<()> {
+    let Some(g) = t.group.as_deref().and_then(|g| cfg.group(g)) else {
+        return Ok(());
+    };
+    let Some(dist) = t
+        .category
+        .as_deref()
+        .and_then(|c| cfg.category(c))
+        .and_then(|c| c.distribution.clone())
+    else {
+        return Ok(());
+    };
+    let pool = Category {
+        id: format!("group:{}", g.name),
+        agents: g.members.clone(),
+        distribution: Some(dist),
+        ..Category::default()
+    };
+    let (picked, mut state, dist) = pick(cfg, Some(&pool), view, now)?;
+    let label = format!("{}, {}", g.name, mode_name(&dist));
+    match picked.agent.as_deref() {
+        Some(agent) => {
+            if give(t, agent, format!("escalation ({label})"), cfg, now, d) {
+                d.owner = Some(format!("escalation ({label}): {agent}"));
+                state.cursor = picked.cursor.clone();
+                d.desk.dist.push((category_key(Some(&pool)), state));
+            }
+        }
+        None => {
+            d.owner = Some(format!(
+                "escalation ({label}): nobody available ({}); unassigned in {}",
+                passed_over_lines(&picked).join(", "),
+                g.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn mode_name(d: &Distribution) -> &'static str {
     match d.mode {
         crate::config::DistributionMode::RoundRobin => "round robin",

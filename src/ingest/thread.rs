@@ -339,13 +339,19 @@ pub fn thread(
 
     // 1. Token in the subject, counted only from someone entitled to it.
     for n in tokens(&p.subject, prefix) {
-        match view.ticket(n)? {
+        // A merged ticket's token means its survivor.
+        match crate::workflow::merge::resolve(view, n)? {
             Some(t) => match may_use_token(&t, class, sender_customer, cfg) {
                 Some(reason) => {
+                    let via = if t.number == n {
+                        String::new()
+                    } else {
+                        format!(" (merged into {prefix}-{})", t.number)
+                    };
                     found.push((
-                        n,
+                        t.number,
                         Rule::Token,
-                        format!("[{prefix}-{n}] in subject, {reason}"),
+                        format!("[{prefix}-{n}] in subject{via}, {reason}"),
                     ));
                     break;
                 }
@@ -363,8 +369,13 @@ pub fn thread(
     }
 
     // 2. In-Reply-To, then References newest first, among thread keys.
+    let follow = crate::workflow::merge::follow;
     for id in &p.in_reply_to {
-        if let Some(n) = view.ticket_by_key(id)? {
+        if let Some(n) = view
+            .ticket_by_key(id)?
+            .map(|n| follow(view, n))
+            .transpose()?
+        {
             found.push((
                 n,
                 Rule::InReplyTo,
@@ -374,7 +385,11 @@ pub fn thread(
         }
     }
     for id in p.references.iter().rev() {
-        if let Some(n) = view.ticket_by_key(id)? {
+        if let Some(n) = view
+            .ticket_by_key(id)?
+            .map(|n| follow(view, n))
+            .transpose()?
+        {
             found.push((
                 n,
                 Rule::References,
@@ -383,7 +398,11 @@ pub fn thread(
             break;
         }
     }
-    if let Some(n) = view.ticket_by_key(&p.message_id)? {
+    if let Some(n) = view
+        .ticket_by_key(&p.message_id)?
+        .map(|n| follow(view, n))
+        .transpose()?
+    {
         found.push((
             n,
             Rule::ReverseReference,
@@ -398,7 +417,11 @@ pub fn thread(
     if let Some(key) = p.thread_index.as_deref().and_then(conversation_key) {
         if is_forward(&p.subject) {
             // Outlook keeps the conversation on a forward: a new matter.
-        } else if let Some(n) = view.ticket_by_conversation(&key)? {
+        } else if let Some(n) = view
+            .ticket_by_conversation(&key)?
+            .map(|n| follow(view, n))
+            .transpose()?
+        {
             found.push((
                 n,
                 Rule::ThreadIndex,
@@ -410,7 +433,11 @@ pub fn thread(
     // 4. The original inside a bounce or auto-reply.
     if matches!(class.kind, MailKind::Bounce | MailKind::AutoReply) {
         for id in &p.returned_message_ids {
-            if let Some(n) = view.ticket_by_key(id)? {
+            if let Some(n) = view
+                .ticket_by_key(id)?
+                .map(|n| follow(view, n))
+                .transpose()?
+            {
                 found.push((
                     n,
                     Rule::Returned,

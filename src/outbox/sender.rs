@@ -647,6 +647,9 @@ mod tests {
             tags: Vec::new(),
             watchers: Vec::new(),
             group: None,
+            escalated: None,
+            merged_into: None,
+            last_customer_message: None,
         }
     }
 

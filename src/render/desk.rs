@@ -80,6 +80,11 @@ pub struct TicketView {
     pub reopened: bool,
     pub direction_arrow: &'static str,
     pub links: BTreeMap<&'static str, String>,
+    pub category: Option<String>,
+    pub priority: String,
+    /// The second-line group while escalated.
+    pub escalated: Option<String>,
+    pub watchers: Vec<String>,
 }
 
 pub fn view(
@@ -120,6 +125,10 @@ pub fn view(
             Direction::Out => "↗",
         },
         links,
+        category: t.category.clone(),
+        priority: t.priority.clone(),
+        escalated: t.escalated.as_ref().map(|e| e.group.clone()),
+        watchers: t.watchers.clone(),
     }
 }
 
@@ -168,7 +177,10 @@ fn mail_to(
     let id = generated_id(cfg, t.number, kind, cause);
     let mut head = Vec::new();
     common_headers(&mut head, kind, t, cfg);
-    super::put(&mut head, "Auto-Submitted", Raw::new(auto.to_string()));
+    // A person's answer (`#answer`) is no automatic mail.
+    if !auto.is_empty() {
+        super::put(&mut head, "Auto-Submitted", Raw::new(auto.to_string()));
+    }
     let mut b = MessageBuilder::new()
         .from(Address::new_address(
             Some(cfg.support.name.clone()),
@@ -220,6 +232,7 @@ pub fn notice(
     notice: Notice,
     by: &str,
     t: &Ticket,
+    similar: &[String],
     cause: &str,
     cfg: &Config,
     tpl: &Templates,
@@ -237,7 +250,7 @@ pub fn notice(
         tpl,
         lang,
         "notice.txt",
-        minijinja::context! { t => v, notice => notice, by => by, to => to, support_address => cfg.support_address() },
+        minijinja::context! { t => v, notice => notice, by => by, to => to, similar => similar, support_address => cfg.support_address() },
         &format!("{} {what}\n", token(cfg, t.number)),
     );
     mail(
@@ -359,6 +372,137 @@ pub fn capacity(
     )
 }
 
+/// Tells a ticket's watchers what changed.
+#[allow(clippy::too_many_arguments)]
+pub fn watchers(
+    to: &[String],
+    what: &str,
+    by: &str,
+    t: &Ticket,
+    cause: &str,
+    cfg: &Config,
+    tpl: &Templates,
+    now: Timestamp,
+) -> OutboxEntry {
+    let lang = &cfg.support.language;
+    let v = view(t, cfg, lang, None, &[], now);
+    let body = render_or(
+        tpl,
+        lang,
+        "watch.txt",
+        minijinja::context! { t => v, what => what, by => by, support_address => cfg.support_address() },
+        &format!("{}: {what}\n", token(cfg, t.number)),
+    );
+    mail_to(
+        "watch",
+        t,
+        cfg,
+        to,
+        format!("[{}] {what}: {}", v.token, t.subject),
+        body,
+        cause,
+        &t.message_ids.iter().take(1).cloned().collect::<Vec<_>>(),
+        "auto-generated",
+        now,
+    )
+}
+
+/// Tells a second-line group's notify list that a ticket was escalated
+/// to it, with the contact's and customer's other tickets.
+#[allow(clippy::too_many_arguments)]
+pub fn escalated(
+    to: &[String],
+    group: &str,
+    by: &str,
+    t: &Ticket,
+    similar: &[String],
+    cause: &str,
+    cfg: &Config,
+    tpl: &Templates,
+    signer: Option<&dyn LinkSigner>,
+    now: Timestamp,
+) -> OutboxEntry {
+    let lang = &cfg.support.language;
+    let v = view(t, cfg, lang, signer, &["take"], now);
+    let first_line = t.escalated.as_ref().and_then(|e| e.first_line.clone());
+    let body = render_or(
+        tpl,
+        lang,
+        "escalated.txt",
+        minijinja::context! { t => v, group => group, by => by, first_line => first_line, similar => similar, support_address => cfg.support_address() },
+        &format!("{} was escalated to {group}\n", token(cfg, t.number)),
+    );
+    mail_to(
+        "escalated",
+        t,
+        cfg,
+        to,
+        format!("[{}] escalated to {group}: {}", v.token, t.subject),
+        body,
+        &format!("{cause}:escalated:{group}"),
+        &t.message_ids.iter().take(1).cloned().collect::<Vec<_>>(),
+        "auto-generated",
+        now,
+    )
+}
+
+/// A canned answer (`#answer NAME`) to the customer, from the support
+/// address, in the thread of their newest mail, with the token in the
+/// subject, in the ticket's language.
+#[allow(clippy::too_many_arguments)]
+pub fn answer(
+    to: &str,
+    name: &str,
+    agent: &str,
+    t: &Ticket,
+    cause: &str,
+    cfg: &Config,
+    tpl: &Templates,
+    now: Timestamp,
+) -> OutboxEntry {
+    let lang = &t.language;
+    let v = view(t, cfg, lang, None, &[], now);
+    let agent_name = cfg
+        .agent(agent)
+        .and_then(|a| a.name.clone())
+        .unwrap_or_else(|| agent.to_string());
+    let body = tpl
+        .render_answer(
+            lang,
+            name,
+            minijinja::context! { t => v, token => v.token, name => t.contact_name, agent => agent, agent_name => agent_name, support_name => cfg.support.name, subject => t.subject },
+        )
+        .unwrap_or_else(|e| {
+            // Checked when the command was obeyed; only a template that
+            // fails at render time gets here.
+            tracing::warn!(error = %e, answer = name, "answer failed to render");
+            format!("Re: {}\n", t.subject)
+        });
+    let mut thread: Vec<String> = t.message_ids.iter().take(1).cloned().collect();
+    if let Some(last) = &t.last_customer_message {
+        if !thread.contains(last) {
+            thread.push(last.clone());
+        }
+    }
+    let subject = if t.subject.is_empty() {
+        format!("Re: [{}]", v.token)
+    } else {
+        format!("Re: {} [{}]", t.subject, v.token)
+    };
+    mail(
+        "answer",
+        t,
+        cfg,
+        to,
+        subject,
+        body,
+        &format!("{cause}:answer:{name}"),
+        &thread,
+        "",
+        now,
+    )
+}
+
 pub fn reminder(
     to: &str,
     t: &Ticket,
@@ -425,6 +569,9 @@ pub fn view_less_ticket(cfg: &Config, now: Timestamp) -> Ticket {
         tags: Vec::new(),
         watchers: Vec::new(),
         group: None,
+        escalated: None,
+        merged_into: None,
+        last_customer_message: None,
     }
 }
 
@@ -440,6 +587,7 @@ struct AgentBlock {
 pub fn report(
     to: &str,
     all: bool,
+    category: Option<&str>,
     in_reply_to: &str,
     asked_subject: &str,
     tickets: &[Ticket],
@@ -449,6 +597,22 @@ pub fn report(
     now: Timestamp,
 ) -> OutboxEntry {
     let lang = &cfg.support.language;
+    let filtered: Vec<Ticket>;
+    let tickets = match category {
+        Some(c) => {
+            filtered = tickets
+                .iter()
+                .filter(|t| {
+                    t.category
+                        .as_deref()
+                        .is_some_and(|x| x.eq_ignore_ascii_case(c))
+                })
+                .cloned()
+                .collect();
+            &filtered[..]
+        }
+        None => tickets,
+    };
     let agents: Vec<String> = if all {
         cfg.team
             .agents
@@ -478,13 +642,13 @@ pub fn report(
         tpl,
         lang,
         "report.txt",
-        minijinja::context! { agents => blocks, unassigned => unassigned },
+        minijinja::context! { agents => blocks, unassigned => unassigned, category => category },
         "The report could not be rendered; see the postdesk log.\n",
     );
-    let subject = if all {
-        "Report: every agent"
-    } else {
-        "Report: your tickets"
+    let subject = match category {
+        Some(c) => format!("Report: category {c}"),
+        None if all => "Report: every agent".to_string(),
+        None => "Report: your tickets".to_string(),
     };
     let d = view_less_ticket(cfg, now);
     let subject = if asked_subject.trim().is_empty() {
@@ -535,6 +699,11 @@ pub fn digest(
         .map(|t| v(t))
         .collect();
     let reopened: Vec<TicketView> = open.iter().filter(|t| t.reopened).map(|t| v(t)).collect();
+    let escalated: Vec<TicketView> = open
+        .iter()
+        .filter(|t| t.escalated.is_some())
+        .map(|t| v(t))
+        .collect();
     let overdue: Vec<TicketView> = open
         .iter()
         .filter(|t| {
@@ -575,7 +744,7 @@ pub fn digest(
         tpl,
         lang,
         "digest.txt",
-        minijinja::context! { date => date, unassigned => unassigned, reopened => reopened, overdue => overdue, workload => workload, customers => customers },
+        minijinja::context! { date => date, unassigned => unassigned, reopened => reopened, escalated => escalated, overdue => overdue, workload => workload, customers => customers },
         "The digest could not be rendered; see the postdesk log.\n",
     );
     let d = view_less_ticket(cfg, now);

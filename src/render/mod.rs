@@ -114,12 +114,58 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         "capacity.txt",
         include_str!("../../config/templates/et/capacity.txt"),
     ),
+    (
+        "en",
+        "watch.txt",
+        include_str!("../../config/templates/en/watch.txt"),
+    ),
+    (
+        "et",
+        "watch.txt",
+        include_str!("../../config/templates/et/watch.txt"),
+    ),
+    (
+        "en",
+        "escalated.txt",
+        include_str!("../../config/templates/en/escalated.txt"),
+    ),
+    (
+        "et",
+        "escalated.txt",
+        include_str!("../../config/templates/et/escalated.txt"),
+    ),
+];
+
+/// The canned answers shipped as examples (`#answer NAME`).
+const BUILTIN_ANSWERS: &[(&str, &str, &str)] = &[
+    (
+        "en",
+        "password-reset",
+        include_str!("../../config/answers/en/password-reset.txt"),
+    ),
+    (
+        "et",
+        "password-reset",
+        include_str!("../../config/answers/et/password-reset.txt"),
+    ),
+    (
+        "en",
+        "need-more-info",
+        include_str!("../../config/answers/en/need-more-info.txt"),
+    ),
+    (
+        "et",
+        "need-more-info",
+        include_str!("../../config/answers/et/need-more-info.txt"),
+    ),
 ];
 
 #[derive(Clone)]
 pub struct Templates {
     env: minijinja::Environment<'static>,
     languages: Vec<String>,
+    /// Names of the canned answers, sorted: what `#answer` accepts.
+    answers: Vec<String>,
 }
 
 impl Templates {
@@ -134,7 +180,103 @@ impl Templates {
                 languages.push(lang.to_string());
             }
         }
-        Templates { env, languages }
+        let mut answers = Vec::new();
+        for (lang, name, text) in BUILTIN_ANSWERS {
+            let _ = env.add_template_owned(answer_key(lang, name), text.to_string());
+            if !answers.iter().any(|a| a == name) {
+                answers.push(name.to_string());
+            }
+        }
+        answers.sort();
+        Templates {
+            env,
+            languages,
+            answers,
+        }
+    }
+
+    /// The templates and answers a config asks for: `templates_dir` and
+    /// `answers_dir` laid over the built-in sets.
+    pub fn for_config(cfg: &Config) -> Result<Templates, Error> {
+        let mut t = Templates::load(cfg.templates_dir.as_deref())?;
+        if let Some(dir) = cfg.answers_dir.as_deref() {
+            t.load_answers(dir)?;
+        }
+        Ok(t)
+    }
+
+    /// Every `<dir>/<lang>/<name>.txt` becomes answer `name` in `lang`
+    /// (a new answer, or one replacing a built-in example).
+    pub fn load_answers(&mut self, dir: &Path) -> Result<(), Error> {
+        let read_dir = |d: &Path| {
+            std::fs::read_dir(d).map_err(|e| Error::Read {
+                path: d.display().to_string(),
+                why: e.to_string(),
+            })
+        };
+        for lang_dir in read_dir(dir)?.flatten() {
+            if !lang_dir.path().is_dir() {
+                continue;
+            }
+            let lang = lang_dir.file_name().to_string_lossy().into_owned();
+            for f in read_dir(&lang_dir.path())?.flatten() {
+                let path = f.path();
+                let Some(name) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".txt"))
+                    .map(str::to_ascii_lowercase)
+                else {
+                    continue;
+                };
+                if !crate::workflow::command::is_tag(&name) {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::Read {
+                    path: path.display().to_string(),
+                    why: e.to_string(),
+                })?;
+                self.env
+                    .add_template_owned(answer_key(&lang, &name), text)
+                    .map_err(|e| Error::Template {
+                        name: path.display().to_string(),
+                        why: e.to_string(),
+                    })?;
+                if !self.answers.contains(&name) {
+                    self.answers.push(name);
+                }
+            }
+        }
+        self.answers.sort();
+        Ok(())
+    }
+
+    /// The canned answers `#answer` knows, sorted.
+    pub fn answers(&self) -> &[String] {
+        &self.answers
+    }
+
+    /// Renders answer `name` in `lang`, falling back to English.
+    pub fn render_answer(
+        &self,
+        lang: &str,
+        name: &str,
+        ctx: minijinja::Value,
+    ) -> Result<String, Error> {
+        let tpl = match self.env.get_template(&answer_key(lang, name)) {
+            Ok(t) => t,
+            Err(_) => self
+                .env
+                .get_template(&answer_key("en", name))
+                .map_err(|e| Error::Template {
+                    name: format!("answer {name}"),
+                    why: e.to_string(),
+                })?,
+        };
+        tpl.render(ctx).map_err(|e| Error::Template {
+            name: format!("answer {lang}/{name}"),
+            why: e.to_string(),
+        })
     }
 
     /// The built-in set with every `<dir>/<lang>/<name>` file that exists
@@ -201,6 +343,10 @@ impl Templates {
 
 fn key(lang: &str, name: &str) -> String {
     format!("{lang}/{name}")
+}
+
+fn answer_key(lang: &str, name: &str) -> String {
+    format!("answers/{lang}/{name}")
 }
 
 fn hex(b: &[u8]) -> String {
@@ -316,6 +462,7 @@ pub fn render_all_with(
                 *notice,
                 by,
                 t,
+                &d.similar,
                 &format!("{}:{to}", d.internal_id),
                 cfg,
                 tpl,
@@ -332,6 +479,39 @@ pub fn render_all_with(
                 agents,
                 waiting,
             } => desk::capacity(to, category, agents, *waiting, t, cfg, tpl, now),
+            // Who made the change, not what the desk's own notice names.
+            Intent::Watchers { to, what } => desk::watchers(
+                to,
+                what,
+                &d.classification.sender,
+                t,
+                &format!("{}:watch", d.internal_id),
+                cfg,
+                tpl,
+                now,
+            ),
+            Intent::Escalated { to, group } => desk::escalated(
+                to,
+                group,
+                &d.classification.sender,
+                t,
+                &d.similar,
+                &d.internal_id,
+                cfg,
+                tpl,
+                signer,
+                now,
+            ),
+            Intent::Answer { to, name } => desk::answer(
+                to,
+                name,
+                &d.classification.sender,
+                t,
+                &d.internal_id,
+                cfg,
+                tpl,
+                now,
+            ),
         })
         .collect()
 }
@@ -556,6 +736,55 @@ mod tests {
             .render("fi", "ack.txt", minijinja::context! { token => "SUP-3" })
             .unwrap();
         assert!(s.contains("we have received your message"), "{s}");
+    }
+
+    #[test]
+    fn the_digest_and_a_category_report_show_category_priority_and_escalation() {
+        let cfg = Config::parse(
+            "support: {address: support@example.com}\nteam:\n  agents: [{email: alice@example.com}]\n  leads: [lead@example.com]\ngroups: [{name: l2, members: [alice@example.com]}]\ncategories: [{id: billing}, {id: tech}]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut a = desk::view_less_ticket(&cfg, now);
+        a.number = 1;
+        a.status = crate::store::Status::Unassigned;
+        a.subject = "Invoice".into();
+        a.category = Some("billing".into());
+        a.priority = "high".into();
+        a.escalated = Some(crate::store::Escalation {
+            group: "l2".into(),
+            first_line: None,
+            first_group: None,
+            at: now,
+        });
+        let mut b = a.clone();
+        b.number = 2;
+        b.subject = "VPN".into();
+        b.category = Some("tech".into());
+        b.escalated = None;
+        let tpl = Templates::builtin();
+        let dg = desk::digest("lead@example.com", &[a.clone(), b.clone()], &cfg, &tpl, now);
+        let text = String::from_utf8_lossy(&dg.head).into_owned();
+        assert!(text.contains("SUP-1  Invoice  [billing, high]"), "{text}");
+        assert!(text.contains("Escalated: 1"), "{text}");
+        assert!(text.contains("(to l2, nobody yet)"), "{text}");
+        let rep = desk::report(
+            "alice@example.com",
+            true,
+            Some("billing"),
+            "r@x",
+            "",
+            &[a, b],
+            &cfg,
+            &tpl,
+            None,
+            now,
+        );
+        let text = String::from_utf8_lossy(&rep.head).into_owned();
+        assert!(text.contains("Category billing only."), "{text}");
+        assert!(text.contains("ESCALATED to l2"), "{text}");
+        assert!(!text.contains("VPN"), "{text}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::{
     AgentLoad, Away, DistState, Job, JobKind, MessageRecord, OutboxEntry, Result, ScheduledRef,
-    StoredIds, Ticket, Timestamp, View, Writes,
+    SimilarBy, StoredIds, Ticket, Timestamp, View, Writes,
 };
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -25,6 +25,7 @@ pub struct Data {
     pub loads: BTreeMap<String, AgentLoad>,
     pub away: BTreeMap<String, Away>,
     pub dist: BTreeMap<String, DistState>,
+    pub similar: BTreeMap<(SimilarBy, String), Vec<u64>>,
 }
 
 #[derive(Default, Debug)]
@@ -97,6 +98,18 @@ impl View for MemStore {
             .get(&category.trim().to_ascii_lowercase())
             .cloned()
             .unwrap_or_default())
+    }
+    fn similar_index(&self, by: SimilarBy, key: &str) -> Result<Vec<u64>> {
+        Ok(self
+            .data
+            .borrow()
+            .similar
+            .get(&(by, key.trim().to_ascii_lowercase()))
+            .cloned()
+            .unwrap_or_default())
+    }
+    fn message(&self, ticket: u64, seq: u32) -> Result<Option<MessageRecord>> {
+        Ok(self.data.borrow().messages.get(&(ticket, seq)).cloned())
     }
 }
 
@@ -204,6 +217,20 @@ impl Writes for MemStore {
             .borrow_mut()
             .dist
             .insert(category.trim().to_ascii_lowercase(), state.clone());
+        Ok(())
+    }
+    fn put_similar_index(&self, by: SimilarBy, key: &str, tickets: &[u64]) -> Result<()> {
+        let k = (by, key.trim().to_ascii_lowercase());
+        let mut d = self.data.borrow_mut();
+        if tickets.is_empty() {
+            d.similar.remove(&k);
+        } else {
+            d.similar.insert(k, tickets.to_vec());
+        }
+        Ok(())
+    }
+    fn delete_message(&self, ticket: u64, seq: u32) -> Result<()> {
+        self.data.borrow_mut().messages.remove(&(ticket, seq));
         Ok(())
     }
 }

@@ -78,6 +78,11 @@ pub trait View {
     fn agent_away(&self, agent: &str) -> Result<Option<Away>>;
     /// Distribution state of a category (`""`: the desk-wide pool).
     fn dist_state(&self, category: &str) -> Result<DistState>;
+    /// Tickets of a contact address or a customer id, oldest first, at
+    /// most [`SIMILAR_KEEP`] (see [`track_load`], which keeps them).
+    fn similar_index(&self, by: SimilarBy, key: &str) -> Result<Vec<u64>>;
+    /// A stored message record (`#merge` moves them).
+    fn message(&self, ticket: u64, seq: u32) -> Result<Option<MessageRecord>>;
 }
 
 /// A store with nothing in it: `explain` before any data exists.
@@ -114,6 +119,12 @@ impl View for EmptyView {
     fn dist_state(&self, _: &str) -> Result<DistState> {
         Ok(DistState::default())
     }
+    fn similar_index(&self, _: SimilarBy, _: &str) -> Result<Vec<u64>> {
+        Ok(Vec::new())
+    }
+    fn message(&self, _: u64, _: u32) -> Result<Option<MessageRecord>> {
+        Ok(None)
+    }
 }
 
 /// The writes a delivery makes, inside the same transaction as its reads.
@@ -141,15 +152,23 @@ pub trait Writes: View {
     /// `None` removes the record (`#back`).
     fn put_agent_away(&self, agent: &str, away: Option<&Away>) -> Result<()>;
     fn put_dist_state(&self, category: &str, state: &DistState) -> Result<()>;
+    /// Raw write of a similar-ticket index entry; only [`track_load`] and
+    /// the rebuild call it. An empty list removes the entry.
+    fn put_similar_index(&self, by: SimilarBy, key: &str, tickets: &[u64]) -> Result<()>;
+    /// Removes a message record (`#merge`, after writing it under the
+    /// surviving ticket).
+    fn delete_message(&self, ticket: u64, seq: u32) -> Result<()>;
 }
 
-/// Keeps the per-agent load counters true for a ticket about to be written:
-/// every backend's `put_ticket` calls this first, inside the same
-/// transaction, so no writer (delivery, commands, CLI, scheduler, import)
-/// can change an assignee or a status without the counters following.
-/// Costs one point read of the ticket as it was.
+/// Keeps the per-agent load counters and the similar-ticket indexes true
+/// for a ticket about to be written: every backend's `put_ticket` calls
+/// this first, inside the same transaction, so no writer (delivery,
+/// commands, CLI, scheduler, import) can change an assignee, a status, a
+/// contact or a customer without them following. Costs one point read of
+/// the ticket as it was.
 pub fn track_load<W: Writes + ?Sized>(w: &W, new: &Ticket) -> Result<()> {
     let old = w.ticket(new.number)?;
+    track_similar(w, old.as_ref(), new)?;
     let held = |t: &Ticket| -> Option<(String, Status)> {
         match &t.assignee {
             Some(a) if AgentLoad::counts(t.status) && !a.trim().is_empty() => {
@@ -189,6 +208,67 @@ pub fn count_loads<'a>(
                     .or_default()
                     .add(t.status, 1);
             }
+        }
+    }
+    out
+}
+
+/// The index keys a ticket is listed under: its contact address and its
+/// customer id (lower-cased, empty ones left out).
+pub fn similar_keys(t: &Ticket) -> Vec<(SimilarBy, String)> {
+    let mut out = Vec::new();
+    let contact = t.contact.trim().to_ascii_lowercase();
+    if !contact.is_empty() {
+        out.push((SimilarBy::Contact, contact));
+    }
+    if let Some(c) = t.customer.as_deref().map(|c| c.trim().to_ascii_lowercase()) {
+        if !c.is_empty() {
+            out.push((SimilarBy::Customer, c));
+        }
+    }
+    out
+}
+
+/// Lists a ticket under its contact and customer when it is new or one of
+/// them changed. An entry it left keeps the number: readers check the
+/// ticket's current contact and customer, so a stale number costs one read
+/// and is dropped when the entry is next written past its bound.
+fn track_similar<W: Writes + ?Sized>(w: &W, old: Option<&Ticket>, new: &Ticket) -> Result<()> {
+    let before = old.map(similar_keys).unwrap_or_default();
+    for (by, key) in similar_keys(new) {
+        if before.iter().any(|(b, k)| *b == by && *k == key) {
+            continue;
+        }
+        let mut list = w.similar_index(by, &key)?;
+        if list.contains(&new.number) {
+            continue;
+        }
+        list.push(new.number);
+        if list.len() > SIMILAR_KEEP {
+            let extra = list.len() - SIMILAR_KEEP;
+            list.drain(..extra);
+        }
+        w.put_similar_index(by, &key, &list)?;
+    }
+    Ok(())
+}
+
+/// The similar-ticket index a full scan of `tickets` gives: what a store
+/// written before the index existed is given at start.
+pub fn count_similar<'a>(
+    tickets: impl IntoIterator<Item = &'a Ticket>,
+) -> std::collections::BTreeMap<(SimilarBy, String), Vec<u64>> {
+    let mut out: std::collections::BTreeMap<(SimilarBy, String), Vec<u64>> = Default::default();
+    for t in tickets {
+        for k in similar_keys(t) {
+            out.entry(k).or_default().push(t.number);
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+        if v.len() > SIMILAR_KEEP {
+            let extra = v.len() - SIMILAR_KEEP;
+            v.drain(..extra);
         }
     }
     out

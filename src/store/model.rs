@@ -147,6 +147,31 @@ pub struct Ticket {
     /// (a rule's `assignee: <group>`).
     #[serde(default)]
     pub group: Option<String>,
+    /// Set while the ticket is with a second line (`#escalate`), so
+    /// `#deescalate` knows where it came from (SPEC §9 `escalated`).
+    #[serde(default)]
+    pub escalated: Option<Escalation>,
+    /// The ticket this one was merged into (`#merge`): it is then `closed`
+    /// and every key of it resolves to the survivor.
+    #[serde(default)]
+    pub merged_into: Option<u64>,
+    /// The Message-ID of the customer's newest mail: `#answer` replies in
+    /// its thread.
+    #[serde(default)]
+    pub last_customer_message: Option<String>,
+}
+
+/// Where an escalated ticket came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// The second-line group that has it now.
+    pub group: String,
+    /// Who held it on the first line (`None`: nobody had taken it).
+    pub first_line: Option<String>,
+    /// The group it had on the first line, if a group owned it.
+    #[serde(default)]
+    pub first_group: Option<String>,
+    pub at: Timestamp,
 }
 
 fn default_priority() -> String {
@@ -210,6 +235,19 @@ impl AgentLoad {
     }
 }
 
+/// The two similar-ticket indexes (Pyrus' "other tickets of this
+/// contact/customer"): address or customer id → their ticket numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SimilarBy {
+    Contact,
+    Customer,
+}
+
+/// How many ticket numbers one similar-ticket index entry keeps, newest
+/// last: enough for "the last few", bounded so a prolific sender's entry
+/// stays one small leaf.
+pub const SIMILAR_KEEP: usize = 50;
+
 /// An agent away by mail (`#away until …`), until `#back` or `until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Away {
@@ -261,6 +299,9 @@ pub enum JobKind {
         all: bool,
         in_reply_to: String,
         subject: String,
+        /// `support+report-<category>@`: only that category's tickets.
+        #[serde(default)]
+        category: Option<String>,
     },
 }
 

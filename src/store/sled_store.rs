@@ -871,6 +871,14 @@ impl View for Tx<'_> {
             .get(&super::policy_keys::dist(category))?
             .unwrap_or_default())
     }
+    fn similar_index(&self, by: super::SimilarBy, key: &str) -> Result<Vec<u64>> {
+        Ok(self
+            .get(&super::policy_keys::similar(by, key))?
+            .unwrap_or_default())
+    }
+    fn message(&self, ticket: u64, seq: u32) -> Result<Option<MessageRecord>> {
+        self.get(&keys::message(ticket, seq))
+    }
 }
 
 impl Writes for Tx<'_> {
@@ -945,6 +953,16 @@ impl Writes for Tx<'_> {
             self.put(super::policy_keys::dist(category), encode(state))
         }
     }
+    fn put_similar_index(&self, by: super::SimilarBy, key: &str, tickets: &[u64]) -> Result<()> {
+        if tickets.is_empty() {
+            self.del(super::policy_keys::similar(by, key))
+        } else {
+            self.put(super::policy_keys::similar(by, key), encode(&tickets))
+        }
+    }
+    fn delete_message(&self, ticket: u64, seq: u32) -> Result<()> {
+        self.del(keys::message(ticket, seq))
+    }
 }
 
 /// Desk-policy reads outside transactions (issue #8): the load counters as
@@ -979,6 +997,22 @@ impl Tx<'_> {
     /// Marks the load counters as built (see `super::policy_keys::LOADS_BUILT`).
     pub fn mark_loads_built(&self) -> Result<()> {
         self.put(super::policy_keys::LOADS_BUILT.to_vec(), vec![1])
+    }
+
+    /// Marks the similar-ticket index as built.
+    pub fn mark_similar_built(&self) -> Result<()> {
+        self.put(super::policy_keys::SIMILAR_BUILT.to_vec(), vec![1])
+    }
+}
+
+/// The similar-ticket index outside transactions, for its rebuild.
+impl Store {
+    /// Whether the similar-ticket index was built for this store yet.
+    pub fn similar_built(&self) -> Result<bool> {
+        Ok(self
+            .inner
+            .tree
+            .contains_key(super::policy_keys::SIMILAR_BUILT)?)
     }
 }
 

@@ -47,6 +47,35 @@ pub enum Command {
     },
     /// The sender is back: distribution counts them in again.
     Back,
+    /// Hand the ticket to a second-line group: the category's
+    /// `second_line`, or the one named.
+    Escalate {
+        group: Option<String>,
+    },
+    /// Back to the first line.
+    Deescalate,
+    /// The sender follows the ticket.
+    Watch,
+    /// The sender stops following it.
+    Unwatch,
+    /// An agent follows the ticket.
+    Cc {
+        agent: String,
+    },
+    /// Send a canned answer to the customer (checked against the known
+    /// answers by the decision, which has them).
+    Answer {
+        name: String,
+    },
+    /// Run a named list of commands from `macros:` (expanded by the
+    /// decision before anything is obeyed).
+    Macro {
+        name: String,
+    },
+    /// Join this ticket and another into one (the older survives).
+    Merge {
+        ticket: u64,
+    },
 }
 
 /// How long `#away` lasts. A bare date is a whole day in the desk's time
@@ -61,7 +90,7 @@ pub enum AwayUntil {
 }
 
 /// Command names, for the refusal of a word that is none of them.
-pub const NAMES: &str = "take, assign, release, done, waiting, snooze, spam, customer, note, attach, reopen, category, priority, tag, away, back";
+pub const NAMES: &str = "take, assign, release, done, waiting, snooze, spam, customer, note, attach, reopen, category, priority, tag, away, back, escalate, deescalate, watch, unwatch, cc, answer, macro, merge";
 
 impl Command {
     pub fn name(&self) -> &'static str {
@@ -82,6 +111,14 @@ impl Command {
             Command::Tag { .. } => "tag",
             Command::Away { .. } => "away",
             Command::Back => "back",
+            Command::Escalate { .. } => "escalate",
+            Command::Deescalate => "deescalate",
+            Command::Watch => "watch",
+            Command::Unwatch => "unwatch",
+            Command::Cc { .. } => "cc",
+            Command::Answer { .. } => "answer",
+            Command::Macro { .. } => "macro",
+            Command::Merge { .. } => "merge",
         }
     }
 
@@ -173,6 +210,34 @@ pub fn command(
         "note" => needs_none(Command::Note),
         "reopen" => needs_none(Command::Reopen),
         "back" => needs_none(Command::Back),
+        "deescalate" => needs_none(Command::Deescalate),
+        "watch" => needs_none(Command::Watch),
+        "unwatch" => needs_none(Command::Unwatch),
+        "escalate" => match arg.split_whitespace().count() {
+            0 => Ok(Command::Escalate { group: None }),
+            1 => Ok(Command::Escalate {
+                group: Some(arg.trim().to_string()),
+            }),
+            _ => Err("#escalate takes at most one group name, e.g. #escalate l2".into()),
+        },
+        "cc" => match one_word(arg) {
+            Some(a) => Ok(Command::Cc {
+                agent: a.to_ascii_lowercase(),
+            }),
+            None => Err("#cc needs one agent, e.g. #cc bob".into()),
+        },
+        "answer" => match one_word(arg) {
+            Some(n) if is_tag(n) => Ok(Command::Answer {
+                name: n.to_ascii_lowercase(),
+            }),
+            _ => Err("#answer needs one answer name, e.g. #answer password-reset".into()),
+        },
+        "macro" => match one_word(arg) {
+            Some(n) if is_tag(n) => Ok(Command::Macro {
+                name: n.to_ascii_lowercase(),
+            }),
+            _ => Err("#macro needs one macro name, e.g. #macro close-billing".into()),
+        },
         "category" => match one_word(arg) {
             Some(id) => Ok(Command::Category { id: id.to_string() }),
             None => Err("#category needs one category id, e.g. #category billing".into()),
@@ -252,6 +317,13 @@ pub fn command(
             None => Err(format!(
                 "#snooze needs a duration or a date, e.g. #snooze 2d or #snooze 2026-12-01 (got {arg:?})"
             )),
+        },
+        "merge" => match crate::ingest::thread::tokens(&format!("[{arg}]"), token_prefix).first() {
+            Some(n) => Ok(Command::Merge { ticket: *n }),
+            None => match arg.trim().parse::<u64>() {
+                Ok(n) => Ok(Command::Merge { ticket: n }),
+                Err(_) => Err(format!("#merge needs a ticket token, e.g. #merge {token_prefix}-12")),
+            },
         },
         "attach" => match crate::ingest::thread::tokens(&format!("[{arg}]"), token_prefix).first() {
             Some(n) => Ok(Command::Attach { ticket: *n }),

@@ -7,4 +7,5 @@
 pub mod auth;
 pub mod command;
 pub mod links;
+pub mod merge;
 pub mod ops;

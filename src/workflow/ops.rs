@@ -5,7 +5,7 @@
 
 use super::command::Command;
 use crate::config::Config;
-use crate::store::{Status, Ticket, Timestamp};
+use crate::store::{Escalation, Status, Ticket, Timestamp};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,6 +40,11 @@ pub enum Effect {
     Learn {
         address: String,
         customer: String,
+    },
+    /// The ticket went to a second-line group: tell the group, and
+    /// distribute it among its members when the category distributes.
+    Escalated {
+        group: String,
     },
 }
 
@@ -224,11 +229,136 @@ pub fn apply(
             }
             Vec::new()
         }
+        Command::Watch => {
+            let me = resolve_agent(actor, cfg)
+                .map_err(|_| format!("{actor} is not an agent on the roster, so cannot watch"))?;
+            add_watcher(t, &me);
+            Vec::new()
+        }
+        Command::Cc { agent } => {
+            let a = resolve_agent(agent, cfg)?;
+            add_watcher(t, &a);
+            Vec::new()
+        }
+        Command::Unwatch => {
+            let me = actor.trim().to_ascii_lowercase();
+            t.watchers.retain(|w| *w != me);
+            Vec::new()
+        }
+        Command::Escalate { group } => escalate(t, group.as_deref(), cfg, now)?,
+        Command::Deescalate => deescalate(t, cfg, now)?,
         // Handled by the delivery decision: they are about the mail (or
-        // the agent), not the ticket's state.
-        Command::Note | Command::Attach { .. } | Command::Away { .. } | Command::Back => Vec::new(),
+        // the agent), or need what only the decision has (the answers, the
+        // macros), not the ticket's state.
+        Command::Note
+        | Command::Attach { .. }
+        | Command::Away { .. }
+        | Command::Back
+        | Command::Answer { .. }
+        | Command::Macro { .. }
+        | Command::Merge { .. } => Vec::new(),
     };
     Ok(fx)
+}
+
+fn add_watcher(t: &mut Ticket, agent: &str) {
+    let a = agent.trim().to_ascii_lowercase();
+    if !a.is_empty() && !t.watchers.contains(&a) {
+        t.watchers.push(a);
+    }
+}
+
+/// `#escalate [group]`: the ticket leaves its holder for a second-line
+/// group, unassigned within it; the holder keeps watching. Where it came
+/// from is kept (across repeated escalations, the first line stays the
+/// first) so `#deescalate` can return it.
+fn escalate(
+    t: &mut Ticket,
+    group: Option<&str>,
+    cfg: &Config,
+    now: Timestamp,
+) -> Result<Vec<Effect>, String> {
+    if !t.status.is_open() {
+        return Err(format!(
+            "the ticket is {}; #reopen it before escalating",
+            t.status
+        ));
+    }
+    let name = match group {
+        Some(g) => g.to_string(),
+        None => t
+            .category
+            .as_deref()
+            .and_then(|c| cfg.category(c))
+            .and_then(|c| c.second_line.clone())
+            .ok_or_else(|| match &t.category {
+                Some(c) => format!(
+                    "category {c} has no second_line group; name one: #escalate <group>"
+                ),
+                None => "the ticket has no category, so no second_line group; name one: #escalate <group>".to_string(),
+            })?,
+    };
+    let g = cfg.group(&name).ok_or_else(|| {
+        let known: Vec<&str> = cfg.groups.iter().map(|g| g.name.as_str()).collect();
+        format!("{name:?} is not a group ({})", known.join(", "))
+    })?;
+    if t.escalated.as_ref().is_some_and(|e| e.group == g.name) {
+        return Err(format!("the ticket is already escalated to {}", g.name));
+    }
+    let (first_line, first_group) = match t.escalated.take() {
+        Some(e) => (e.first_line, e.first_group),
+        None => (t.assignee.clone(), t.group.clone()),
+    };
+    if let Some(a) = t.assignee.take() {
+        add_watcher(t, &a);
+    }
+    t.escalated = Some(Escalation {
+        group: g.name.clone(),
+        first_line,
+        first_group,
+        at: now,
+    });
+    t.group = Some(g.name.clone());
+    t.status = Status::Unassigned;
+    Ok(vec![
+        Effect::CancelScheduled,
+        Effect::Escalated {
+            group: g.name.clone(),
+        },
+    ])
+}
+
+/// `#deescalate`: back to the first-line agent (the full take process) if
+/// they are still on the roster, else unassigned in the first line.
+fn deescalate(t: &mut Ticket, cfg: &Config, now: Timestamp) -> Result<Vec<Effect>, String> {
+    let Some(e) = t.escalated.take() else {
+        return Err("the ticket is not escalated".into());
+    };
+    if !t.status.is_open() {
+        t.escalated = Some(e);
+        return Err(format!(
+            "the ticket is {}; #reopen it before returning it",
+            t.status
+        ));
+    }
+    t.group = e.first_group;
+    let back = e
+        .first_line
+        .as_deref()
+        .and_then(|a| resolve_agent(a, cfg).ok());
+    match back {
+        Some(agent) => {
+            // Theirs again: the assignee notice replaces the watcher's copy.
+            t.watchers.retain(|w| *w != agent);
+            t.assignee = None;
+            Ok(assign(t, agent, cfg, now))
+        }
+        None => {
+            t.assignee = None;
+            t.status = Status::Unassigned;
+            Ok(vec![Effect::CancelScheduled])
+        }
+    }
 }
 
 /// A customer wrote on a done ticket within the window: back to work, and
@@ -297,6 +427,9 @@ mod tests {
             tags: Vec::new(),
             watchers: Vec::new(),
             group: None,
+            escalated: None,
+            merged_into: None,
+            last_customer_message: None,
         }
     }
 
