@@ -200,7 +200,9 @@ fn reminder_fires_after_a_restart() {
     assert_eq!(rem.rcpt_to, vec!["alice@example.com"]);
     // The sender logs after the relay's reply, so the line can trail the
     // sink's copy by a moment on a busy machine.
-    eventually(10, "the reminder's log line", || d.log().contains("kind=reminder"));
+    eventually(10, "the reminder's log line", || {
+        d.log().contains("kind=reminder")
+    });
 }
 
 #[test]
