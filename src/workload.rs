@@ -14,7 +14,7 @@ use crate::deliver::write_jobs;
 use crate::ingest::decide::{plan, token, Intent, LinkSigner};
 use crate::ingest::route::{can_take, category_key};
 use crate::render::{desk, Templates};
-use crate::store::{count_loads, AgentLoad, Result, Status, Store, Ticket, Timestamp, Writes};
+use crate::store::{AgentLoad, Result, Status, Store, Ticket, Timestamp, Writes};
 use crate::workflow::command::Command;
 
 /// The agent whose load `before` → `after` lowers, if any: the one who
@@ -163,8 +163,10 @@ pub fn ensure_loads(store: &Store) -> Result<bool> {
     if store.loads_built()? {
         return Ok(false);
     }
-    let tickets = store.tickets()?;
-    let want = count_loads(&tickets);
+    // Streamed: an upgraded store of a million tickets must not be read
+    // into memory whole (that peaked at 1.5 GiB, docs/performance.md).
+    let mut want = std::collections::BTreeMap::new();
+    store.for_each_ticket(|t| crate::store::add_load(&mut want, t))?;
     let have = store.agent_loads()?;
     store.commit_blocking(None, move |tx, _| {
         for a in have.keys().filter(|a| !want.contains_key(*a)) {
@@ -186,9 +188,17 @@ pub fn ensure_similar(store: &Store) -> Result<bool> {
     if store.similar_built()? {
         return Ok(false);
     }
-    let tickets = store.tickets()?;
-    let want: Vec<_> = crate::store::count_similar(&tickets).into_iter().collect();
-    drop(tickets);
+    let mut counted = std::collections::BTreeMap::new();
+    store.for_each_ticket(|t| crate::store::add_similar(&mut counted, t))?;
+    let want: Vec<_> = counted
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_unstable();
+            let extra = v.len().saturating_sub(crate::store::SIMILAR_KEEP);
+            v.drain(..extra);
+            (k, v)
+        })
+        .collect();
     // An imported store has an entry per contact: in chunks, so no single
     // transaction grows with the store (the mark comes last, so a crash
     // part-way builds it again, to the same values).
@@ -209,6 +219,7 @@ pub fn ensure_similar(store: &Store) -> Result<bool> {
 mod tests {
     use super::*;
     use crate::deliver::command_transaction;
+    use crate::store::count_loads;
     use crate::store::mem::MemStore;
     use crate::store::{Direction, View};
     use proptest::prelude::*;

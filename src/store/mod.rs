@@ -202,15 +202,21 @@ pub fn count_loads<'a>(
 ) -> std::collections::BTreeMap<String, AgentLoad> {
     let mut out: std::collections::BTreeMap<String, AgentLoad> = Default::default();
     for t in tickets {
-        if let Some(a) = t.assignee.as_deref().filter(|a| !a.trim().is_empty()) {
-            if AgentLoad::counts(t.status) {
-                out.entry(a.trim().to_ascii_lowercase())
-                    .or_default()
-                    .add(t.status, 1);
-            }
-        }
+        add_load(&mut out, t);
     }
     out
+}
+
+/// One ticket's share of [`count_loads`], for a count streamed over the
+/// store rather than collected from all its tickets at once.
+pub fn add_load(out: &mut std::collections::BTreeMap<String, AgentLoad>, t: &Ticket) {
+    if let Some(a) = t.assignee.as_deref().filter(|a| !a.trim().is_empty()) {
+        if AgentLoad::counts(t.status) {
+            out.entry(a.trim().to_ascii_lowercase())
+                .or_default()
+                .add(t.status, 1);
+        }
+    }
 }
 
 /// The index keys a ticket is listed under: its contact address and its
@@ -260,16 +266,35 @@ pub fn count_similar<'a>(
 ) -> std::collections::BTreeMap<(SimilarBy, String), Vec<u64>> {
     let mut out: std::collections::BTreeMap<(SimilarBy, String), Vec<u64>> = Default::default();
     for t in tickets {
-        for k in similar_keys(t) {
-            out.entry(k).or_default().push(t.number);
-        }
+        add_similar(&mut out, t);
     }
     for v in out.values_mut() {
         v.sort_unstable();
-        if v.len() > SIMILAR_KEEP {
-            let extra = v.len() - SIMILAR_KEEP;
-            v.drain(..extra);
-        }
+        keep_newest(v, SIMILAR_KEEP);
     }
     out
+}
+
+/// One ticket's share of [`count_similar`]. Tickets arrive in number order
+/// from a scan, so each list is trimmed as it grows and a streamed count
+/// never holds more than twice what it keeps.
+pub fn add_similar(
+    out: &mut std::collections::BTreeMap<(SimilarBy, String), Vec<u64>>,
+    t: &Ticket,
+) {
+    for k in similar_keys(t) {
+        let v = out.entry(k).or_default();
+        v.push(t.number);
+        if v.len() > 2 * SIMILAR_KEEP {
+            v.sort_unstable();
+            keep_newest(v, SIMILAR_KEEP);
+        }
+    }
+}
+
+fn keep_newest(v: &mut Vec<u64>, n: usize) {
+    if v.len() > n {
+        let extra = v.len() - n;
+        v.drain(..extra);
+    }
 }

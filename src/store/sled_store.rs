@@ -266,6 +266,20 @@ impl Store {
         self.scan(keys::TICKET)
     }
 
+    /// Calls `f` with every ticket, decoded one at a time, in number order:
+    /// for counts over the whole store that must not hold it all in memory.
+    pub fn for_each_ticket(&self, mut f: impl FnMut(&Ticket)) -> Result<()> {
+        for kv in self.inner.tree.scan_prefix(keys::TICKET) {
+            let (k, v) = kv?;
+            let t: Ticket = decode(&v).map_err(|why| Error::Corrupt {
+                key: format!("{k:?}"),
+                why,
+            })?;
+            f(&t);
+        }
+        Ok(())
+    }
+
     /// The tickets `keep` accepts, decoded one at a time: the daily digest
     /// over a million tickets holds the open ones in memory, not all of them
     /// (collecting every ticket first peaked at 1.5 GiB, docs/performance.md).
