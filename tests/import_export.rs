@@ -876,6 +876,20 @@ fn import_backfills_history_and_export_gives_it_back() {
     assert_eq!(n(&again, "duplicates"), exp.messages, "{again}");
     assert_eq!(n(&again, "tickets_created"), 0, "{again}");
     assert_eq!(desk.tickets(), tickets);
+
+    // The import leaves the per-agent load counters built and true, so the
+    // daemon's first start does not count every ticket before it listens.
+    let store = postdesk::store::Store::open(&desk.dir.path().join("data")).expect("open store");
+    assert!(
+        store.loads_built().expect("read"),
+        "load counters not built by the import"
+    );
+    let mut scanned = std::collections::BTreeMap::new();
+    store
+        .for_each_ticket(|t| postdesk::store::add_load(&mut scanned, t))
+        .expect("scan");
+    assert_eq!(store.agent_loads().expect("loads"), scanned);
+    store.close();
 }
 
 #[test]

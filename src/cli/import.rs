@@ -206,6 +206,11 @@ pub fn import_mbox(cfg: &Config, file: &Path) -> anyhow::Result<Summary> {
         .with_context(|| format!("reading {}", file.display()))?;
     let tpl = Templates::for_config(cfg)?;
     let store = open_store(cfg)?;
+    // A new store starts with its load counters marked built and keeps them
+    // with every ticket written here; an older one is counted now, streamed.
+    // Otherwise the daemon's first start after a large import would count a
+    // million tickets before it listens.
+    crate::workload::ensure_loads(&store)?;
     let progress = Progress::new(meta.len());
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
