@@ -23,6 +23,8 @@
 //! - `workflow`: PURE command grammar and ticket state machine; signed
 //!   action links; DKIM/SPF/Authentication-Results checks (`auth`, the one
 //!   part that does I/O, run before the transaction).
+//! - `sla`: PURE service levels: calendars (open time, due times with
+//!   pauses) and the first-match SLA policy pick (docs/sla.md).
 //! - `schedule`: the durable scheduler (reminders, wake-ups, reports, digest).
 //! - `outbox`: the sender task and its transports (relay, direct, file).
 //! - `control`: the control socket protocol shared by daemon and CLI.
@@ -43,6 +45,7 @@ pub mod policy;
 pub mod render;
 pub mod schedule;
 pub mod shutdown;
+pub mod sla;
 pub mod store;
 pub mod workflow;
 pub mod workload;

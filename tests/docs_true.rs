@@ -4,7 +4,7 @@
 
 use postdesk::config::{
     Actions, Agent, BusinessHours, Category, Conditions, Config, Customer, Distribution, Group,
-    HeaderCondition, Priority, Rule, Vacation,
+    HeaderCondition, Priority, Rule, SlaConditions, SlaPolicy, Vacation,
 };
 use serde_json::Value;
 
@@ -98,6 +98,14 @@ fn every_config_key_is_in_configuration_md() {
         (
             "policy.business_hours",
             serde_json::to_value(BusinessHours::default()).unwrap(),
+        ),
+        (
+            "sla.policies[]",
+            serde_json::to_value(SlaPolicy {
+                when: SlaConditions::default(),
+                ..SlaPolicy::default()
+            })
+            .unwrap(),
         ),
     ];
     for (prefix, v) in &items {

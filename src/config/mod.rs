@@ -10,8 +10,10 @@ mod duration;
 mod locate;
 mod policy;
 
+pub use crate::sla::{Calendars, SlaConditions, SlaConfig, SlaPolicy};
 pub use duration::Duration;
 pub use locate::line_of_path;
+pub(crate) use policy::is_word;
 pub use policy::{
     build_regex, check as check_policy, default_priorities, known_categories, known_priorities,
     Actions, BusinessHours, Category, Conditions, Distribution, DistributionMode, Group,
@@ -74,6 +76,16 @@ pub struct Config {
     pub categories: Vec<Category>,
     /// First match wins (docs/policies.md).
     pub routing: Vec<Rule>,
+    /// Service calendars: id → calendar file (docs/sla.md); relative paths
+    /// are taken from the config file's folder.
+    pub calendars: std::collections::BTreeMap<String, PathBuf>,
+    /// SLA policies and the warning lead time (docs/sla.md).
+    pub sla: SlaConfig,
+    /// The files of `calendars`, read by `Config::load` so that a broken
+    /// calendar is a config error; empty after `Config::parse`, which
+    /// reads no files.
+    #[serde(skip)]
+    pub loaded_calendars: Calendars,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -244,6 +256,9 @@ impl Default for Config {
             groups: Vec::new(),
             categories: Vec::new(),
             routing: Vec::new(),
+            calendars: Default::default(),
+            sla: SlaConfig::default(),
+            loaded_calendars: Calendars::default(),
         }
     }
 }
@@ -376,6 +391,7 @@ impl Config {
                 .map_err(|e| locate_policy_error(&text, &name, e))?;
             cfg.customers.extend(more);
         }
+        cfg.loaded_calendars = crate::sla::load_calendars(&cfg, path)?;
         Ok(cfg)
     }
 
@@ -387,10 +403,15 @@ impl Config {
         } else {
             serde_yaml::from_str(text).map_err(|e| {
                 let line = e.location().map(|l| l.line()).unwrap_or(0);
+                let tidy = tidy_serde_message(&e.to_string());
+                let (line, message) = match find_item_key(&tidy, text, line) {
+                    Some(found) => found,
+                    None => (line, name_the_key(&tidy, text, line)),
+                };
                 Error::Invalid {
                     file: file.to_string(),
                     line,
-                    message: name_the_key(&tidy_serde_message(&e.to_string()), text, line),
+                    message,
                 }
             })?
         };
@@ -499,6 +520,7 @@ impl Config {
             }
         }
         policy::check(self).map_err(|e| locate_policy_error(text, file, e))?;
+        crate::sla::check(self).map_err(|e| locate_policy_error(text, file, e))?;
         Ok(())
     }
 
@@ -584,7 +606,7 @@ fn locate_policy_error(text: &str, file: &str, e: PolicyError) -> Error {
 }
 
 /// serde_yaml appends " at line L column C"; we put the line in front.
-fn tidy_serde_message(m: &str) -> String {
+pub(crate) fn tidy_serde_message(m: &str) -> String {
     match m.rfind(" at line ") {
         Some(i) => m[..i].to_string(),
         None => m.to_string(),
@@ -594,7 +616,7 @@ fn tidy_serde_message(m: &str) -> String {
 /// serde_yaml names the enclosing section ("policy: …") for a bad value;
 /// the operator wants the key itself ("policy.reopen_within: …"), which is
 /// the key on the reported line.
-fn name_the_key(message: &str, text: &str, line: usize) -> String {
+pub(crate) fn name_the_key(message: &str, text: &str, line: usize) -> String {
     let Some(src) = line.checked_sub(1).and_then(|i| text.lines().nth(i)) else {
         return message.to_string();
     };
@@ -612,6 +634,51 @@ fn name_the_key(message: &str, text: &str, line: usize) -> String {
         Some((path, rest)) if !path.contains(' ') => format!("{path}.{key}: {rest}"),
         _ => format!("{key}: {message}"),
     }
+}
+
+/// serde_yaml puts a bad value inside a list item (`sla.policies[0]:
+/// "3x" is not a duration`) at the item's first line and names only the
+/// item. When the message quotes the value, the key holding it within that
+/// item gives the true line and key.
+fn find_item_key(message: &str, text: &str, line: usize) -> Option<(usize, String)> {
+    let (path, rest) = message.split_once(": ")?;
+    if !path.ends_with(']') || path.contains(' ') {
+        return None;
+    }
+    let value = rest.strip_prefix('"')?.split('"').next()?;
+    if value.is_empty() {
+        return None;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let first = line.checked_sub(1)?;
+    let indent_of = |l: &str| l.len() - l.trim_start().len();
+    let item_indent = indent_of(lines.get(first)?);
+    for (i, l) in lines.iter().enumerate().skip(first) {
+        let t = l.trim_start();
+        if i > first && !t.is_empty() && !t.starts_with('#') && indent_of(l) <= item_indent {
+            break;
+        }
+        for pat in [
+            format!(": {value}"),
+            format!(": \"{value}\""),
+            format!(": '{value}'"),
+        ] {
+            let Some(pos) = l.find(&pat) else { continue };
+            let after = l[pos + pat.len()..].chars().next();
+            if !matches!(after, None | Some(',' | '}' | ' ' | '\t')) {
+                continue;
+            }
+            let key = l[..pos]
+                .rsplit(['{', ',', ' ', '\t'])
+                .next()
+                .unwrap_or("")
+                .trim_matches(['"', '\'']);
+            if !key.is_empty() && key != "-" {
+                return Some((i + 1, format!("{path}.{key}: {rest}")));
+            }
+        }
+    }
+    None
 }
 
 /// Finds the line of a dotted key (`policy.reopen_within`) in YAML text by

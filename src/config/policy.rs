@@ -402,7 +402,7 @@ pub fn build_regex(pattern: &str) -> Result<regex::Regex, String> {
 
 /// Ids, names and tags said by mail (`#category billing`) and in plus
 /// addresses (`support+report-billing@`) must be one word.
-fn is_word(s: &str) -> bool {
+pub(crate) fn is_word(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')

@@ -1,0 +1,14 @@
+//! Service levels (SPEC §9, issue #9): calendars and SLA policies, PURE.
+//!
+//! Owns: the calendar arithmetic (`calendar`) and the `sla` / `calendars`
+//! config shapes with their checks and the first-match policy pick
+//! (`policy`). Must not: read a ticket, the store or the clock; callers
+//! pass instants in and store the due times they get back. docs/sla.md.
+
+pub mod calendar;
+pub mod policy;
+
+pub use calendar::{parse_intervals, Calendar, Clock, Interval};
+pub use policy::{
+    check, load_calendars, pick_policy, Calendars, SlaConditions, SlaConfig, SlaPolicy,
+};
