@@ -130,12 +130,20 @@ pub async fn run(
         inner.clone(),
     ));
     let d2 = deliverer.clone();
+    let info = Arc::new(crate::control::status::DaemonInfo {
+        started_at: crate::store::Timestamp::now(),
+        pid: std::process::id(),
+        lmtp: lmtp_addrs.clone(),
+        control: control_path.clone(),
+        activity: deliverer.activity(),
+    });
     let control_task = tokio::spawn(crate::control::serve(
         control,
         control_path,
         store.clone(),
         Arc::new(move || d2.current()),
         wake.clone(),
+        info,
         inner.clone(),
     ));
 

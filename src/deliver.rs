@@ -39,6 +39,8 @@ pub struct Deliverer {
     schedule_wake: Arc<Notify>,
     secret: Option<Arc<Secret>>,
     resolver: Option<Arc<Resolver>>,
+    /// Last delivery and last error, for `postdesk status`.
+    activity: Arc<crate::control::status::Activity>,
 }
 
 impl LinkSigner for Secret {
@@ -86,8 +88,14 @@ impl Deliverer {
             schedule_wake,
             secret,
             resolver,
+            activity: Arc::default(),
         }
     }
+
+    pub fn activity(&self) -> Arc<crate::control::status::Activity> {
+        self.activity.clone()
+    }
+
     pub fn current(&self) -> (Arc<Config>, Arc<Templates>) {
         let (cfg, tpl, _) = self.snapshot();
         (cfg, tpl)
@@ -141,6 +149,8 @@ impl Deliverer {
             match res {
                 Ok(d) => {
                     log_delivered(&parsed, &d, &cfg, ms);
+                    self.activity
+                        .delivered(&parsed.message_id, &outcome_id(&d, &cfg));
                     if !d.intents.is_empty() || !d.refilled.is_empty() {
                         self.wake.notify_one();
                     }
@@ -153,6 +163,7 @@ impl Deliverer {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, ms, "delivery failed, answering 451");
+                    self.activity.failed(&parsed.message_id, &e.to_string());
                     Outcome::TempFail {
                         reason: e.to_string(),
                     }

@@ -160,6 +160,10 @@ pub fn ensure_loads(store: &Store) -> Result<bool> {
     if ensure_similar(store)? {
         tracing::info!("similar-ticket index built from the tickets");
     }
+    // And the per-status counts `postdesk status` reads.
+    if store.ensure_counts()? {
+        tracing::info!("ticket and outbox counters built");
+    }
     if store.loads_built()? {
         return Ok(false);
     }
@@ -274,6 +278,14 @@ mod tests {
     /// Whatever happens to tickets, through whichever writer, the counters
     /// equal what a full scan counts.
     fn check_counters(store: &MemStore) {
+        for s in Status::ALL {
+            let n = store.tickets().iter().filter(|t| t.status == s).count() as u64;
+            assert_eq!(
+                crate::store::Writes::ticket_count(store, s).unwrap(),
+                n,
+                "{s}"
+            );
+        }
         let want = count_loads(&store.tickets());
         for a in AGENTS {
             assert_eq!(

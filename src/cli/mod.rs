@@ -88,6 +88,18 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: RulesCmd,
     },
+    /// Version, uptime, listeners, store size, tickets by status, outbox
+    /// depth, next scheduled job, last delivery and last error. With no
+    /// daemon running, what the store says.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The outbound queue: list, show, retry or drop generated mail.
+    Outbox {
+        #[command(subcommand)]
+        cmd: OutboxCmd,
+    },
     /// Every ticket with its messages as JSON lines (the `ticket show
     /// --json` shape). Reads the store: stop the daemon first.
     Export {
@@ -97,6 +109,39 @@ pub enum Cmd {
         /// Include each message's raw bytes, base64.
         #[arg(long)]
         raw: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCmd {
+    /// Outbound mail with its attempts and last relay reply; by default
+    /// what is pending or failed, pending first in due order.
+    List {
+        /// pending, failed, sent, dropped or all.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = crate::control::outbox::DEFAULT_LIMIT)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One entry: envelope, kind, ticket, attempts, next attempt, last
+    /// relay reply, times, and the mail's header block.
+    Show {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a failed entry again, or one waiting on its backoff now.
+    Retry { id: u64 },
+    /// Take an entry out of the queue for good (kept as dropped, with the
+    /// reason and who ran it, and logged).
+    Drop {
+        id: u64,
+        /// Why: logged and kept with the entry.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
     },
 }
 
@@ -299,6 +344,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { json } => {
+            let cfg = load_config(config_path.as_deref())?;
+            init_logging(&cfg, "warn");
+            let v = ask(&cfg, Request::Status)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Outbox { cmd } => {
+            let cfg = load_config(config_path.as_deref())?;
+            // `outbox drop` and `retry` log who did it; on the store
+            // directly that line goes to this terminal, so show info.
+            init_logging(&cfg, "info");
+            outbox(cmd, &cfg)
         }
         Cmd::Import { cmd } => {
             let cfg = load_config(config_path.as_deref())?;
@@ -514,6 +577,15 @@ fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
                 "no ticket {a}: the data directory {} holds no store",
                 cfg.data_dir.display()
             ),
+            Request::Status => crate::control::status::status(None, cfg, None, Timestamp::now())
+                .map_err(|e| anyhow!(e)),
+            Request::OutboxList { .. } => Ok(serde_json::json!([])),
+            Request::OutboxShow { id }
+            | Request::OutboxRetry { id }
+            | Request::OutboxDrop { id, .. } => bail!(
+                "no outbox entry {id}: the data directory {} holds no store",
+                cfg.data_dir.display()
+            ),
         };
     }
     let store = Store::open(&cfg.data_dir).with_context(|| {
@@ -524,7 +596,11 @@ fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
     })?;
     // A store from before the load counters gets them before any write.
     crate::workload::ensure_loads(&store)?;
-    let out = match control::handle(req, &store, cfg, &tpl) {
+    let caller = control::Caller {
+        user: crate::control::outbox::current_user(),
+        daemon: None,
+    };
+    let out = match control::handle(req, &store, cfg, &tpl, &caller) {
         Response::Ok(v) => Ok(v),
         Response::Err(e) => Err(anyhow!(e)),
     };
@@ -620,6 +696,258 @@ fn ticket(cmd: TicketCmd, cfg: &Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn outbox(cmd: OutboxCmd, cfg: &Config) -> anyhow::Result<ExitCode> {
+    match cmd {
+        OutboxCmd::List { state, limit, json } => {
+            let v = ask(
+                cfg,
+                Request::OutboxList {
+                    state,
+                    limit: Some(limit),
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_outbox_list(&v, limit);
+            }
+        }
+        OutboxCmd::Show { id, json } => {
+            let v = ask(cfg, Request::OutboxShow { id })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_outbox_show(&v);
+            }
+        }
+        OutboxCmd::Retry { id } => {
+            let v = ask(cfg, Request::OutboxRetry { id })?;
+            println!(
+                "outbox {id} ({} to {}, {}): due now (attempts so far: {})",
+                s(&v, "kind"),
+                joined(&v["rcpt_to"]),
+                s(&v, "ticket"),
+                v["attempts"].as_u64().unwrap_or(0)
+            );
+        }
+        OutboxCmd::Drop { id, reason } => {
+            if reason.trim().is_empty() {
+                bail!("outbox drop needs --reason TEXT: say why, it is logged and kept");
+            }
+            let v = ask(cfg, Request::OutboxDrop { id, reason })?;
+            println!(
+                "outbox {id} ({} to {}, {}): dropped by {}",
+                s(&v, "kind"),
+                joined(&v["rcpt_to"]),
+                s(&v, "ticket"),
+                s(&v["dropped"], "by")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn joined(v: &serde_json::Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn print_outbox_list(v: &serde_json::Value, limit: usize) {
+    let empty = Vec::new();
+    let rows = v.as_array().unwrap_or(&empty);
+    if rows.is_empty() {
+        println!("no outbox entries");
+        return;
+    }
+    println!(
+        "{:>6} {:<8} {:<8} {:<9} {:>3} {:<20} {:<30} LAST REPLY",
+        "ID", "STATE", "KIND", "TICKET", "TRY", "NEXT ATTEMPT", "TO"
+    );
+    for e in rows {
+        let next = e["next_attempt_at"]
+            .as_str()
+            .map(|t| t.chars().take(19).collect::<String>())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:>6} {:<8} {:<8} {:<9} {:>3} {:<20} {:<30} {}",
+            e["id"].as_u64().unwrap_or(0),
+            s(e, "state"),
+            s(e, "kind"),
+            s(e, "ticket"),
+            e["attempts"].as_u64().unwrap_or(0),
+            next,
+            joined(&e["rcpt_to"]),
+            s(e, "last_reply")
+        );
+    }
+    if rows.len() >= limit {
+        println!("(first {limit} shown: --limit N for more)");
+    }
+}
+
+fn print_outbox_show(v: &serde_json::Value) {
+    println!("outbox {}  {} {}", v["id"], s(v, "state"), s(v, "kind"));
+    for (label, val) in [
+        ("ticket", s(v, "ticket").to_string()),
+        ("from", s(v, "mail_from").to_string()),
+        ("to", joined(&v["rcpt_to"])),
+        ("message-id", s(v, "message_id").to_string()),
+        ("attempts", v["attempts"].to_string()),
+        ("next attempt", s(v, "next_attempt_at").to_string()),
+        ("last reply", s(v, "last_reply").to_string()),
+        ("created", s(v, "created_at").to_string()),
+        ("sent", s(v, "sent_at").to_string()),
+        ("retried", s(v, "retried_at").to_string()),
+        ("size", v["size"].to_string()),
+    ] {
+        println!("  {label:<13} {val}");
+    }
+    if let Some(d) = v.get("dropped").filter(|d| !d.is_null()) {
+        println!(
+            "  {:<13} {} by {}: {}",
+            "dropped",
+            s(d, "at"),
+            s(d, "by"),
+            s(d, "reason")
+        );
+    }
+    println!("header:");
+    for line in s(v, "head").lines() {
+        println!("  {line}");
+    }
+    if v["body_from_spool"].as_bool() == Some(true) {
+        println!("  (body: the stored customer mail)");
+    }
+}
+
+fn print_status(v: &serde_json::Value) {
+    let running = v["running"].as_bool() == Some(true);
+    println!("postdesk {}", s(v, "version"));
+    if running {
+        let up = v["uptime_seconds"].as_i64().unwrap_or(0);
+        println!(
+            "  {:<15} running, pid {}, up {} (since {})",
+            "daemon",
+            v["pid"],
+            crate::render::desk::age(
+                Timestamp::UNIX_EPOCH,
+                Timestamp::from_second(up).unwrap_or(Timestamp::UNIX_EPOCH)
+            ),
+            s(v, "started_at")
+        );
+    } else {
+        println!(
+            "  {:<15} not running (no answer on {}){}",
+            "daemon",
+            s(&v["listeners"], "control"),
+            if v["tickets"].is_object() {
+                "; figures from the store"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "  {:<15} {}{}",
+        "lmtp",
+        joined(&v["listeners"]["lmtp"]),
+        if running { "" } else { " (configured)" }
+    );
+    let st = &v["store"];
+    match st["size_bytes"].as_u64() {
+        Some(b) => println!(
+            "  {:<15} {} at {}, {:.1} MiB",
+            "store",
+            s(st, "backend"),
+            s(st, "data_dir"),
+            b as f64 / (1024.0 * 1024.0)
+        ),
+        None => println!(
+            "  {:<15} {} at {}: no store yet",
+            "store",
+            s(st, "backend"),
+            s(st, "data_dir")
+        ),
+    }
+    if let Some(t) = v["tickets"].as_object() {
+        let parts: Vec<String> = crate::store::Status::ALL
+            .iter()
+            .map(|st| {
+                format!(
+                    "{} {}",
+                    st.as_str(),
+                    t.get(st.as_str()).unwrap_or(&0.into())
+                )
+            })
+            .collect();
+        println!("  {:<15} {} ({})", "tickets", t["total"], parts.join(", "));
+    }
+    let o = &v["outbox"];
+    if o.is_object() {
+        let oldest = match o["oldest_pending"].as_object() {
+            Some(e) => format!(
+                ", oldest pending {} ({} old, {} attempts)",
+                e["id"],
+                crate::render::desk::age(
+                    Timestamp::UNIX_EPOCH,
+                    Timestamp::from_second(e["age_seconds"].as_i64().unwrap_or(0))
+                        .unwrap_or(Timestamp::UNIX_EPOCH)
+                ),
+                e["attempts"]
+            ),
+            None => String::new(),
+        };
+        println!(
+            "  {:<15} {} pending, {} failed{}",
+            "outbox", o["pending"], o["failed"], oldest
+        );
+    }
+    match v["next_job"].as_object() {
+        Some(j) => println!(
+            "  {:<15} {} {} due {}{}",
+            "next job",
+            j.get("kind").and_then(|x| x.as_str()).unwrap_or("-"),
+            j.get("ticket").and_then(|x| x.as_str()).unwrap_or(""),
+            j.get("due").and_then(|x| x.as_str()).unwrap_or("-"),
+            if j.get("late").and_then(|x| x.as_bool()) == Some(true) {
+                " (late)"
+            } else {
+                ""
+            }
+        ),
+        None if v["outbox"].is_object() => println!("  {:<15} none", "next job"),
+        None => {}
+    }
+    if running {
+        match v["last_delivery"].as_object() {
+            Some(d) => println!(
+                "  {:<15} {} <{}> stored as {}",
+                "last delivery",
+                d.get("at").and_then(|x| x.as_str()).unwrap_or("-"),
+                d.get("message_id").and_then(|x| x.as_str()).unwrap_or("-"),
+                d.get("stored_as").and_then(|x| x.as_str()).unwrap_or("-")
+            ),
+            None => println!("  {:<15} none since start", "last delivery"),
+        }
+        match v["last_error"].as_object() {
+            Some(e) => println!(
+                "  {:<15} {} <{}> {}",
+                "last error",
+                e.get("at").and_then(|x| x.as_str()).unwrap_or("-"),
+                e.get("message_id").and_then(|x| x.as_str()).unwrap_or("-"),
+                e.get("error").and_then(|x| x.as_str()).unwrap_or("-")
+            ),
+            None => println!("  {:<15} none since start", "last error"),
+        }
+    }
 }
 
 fn ticket_command(

@@ -5,6 +5,8 @@
 //! The JSON views of tickets ([`views`]) are the same whether the daemon
 //! answers or the CLI opens the store itself.
 
+pub mod outbox;
+pub mod status;
 pub mod views;
 
 use crate::config::Config;
@@ -65,6 +67,33 @@ pub enum Request {
         a: String,
         b: String,
     },
+    /// `status`: the daemon's own figures and the store's counts.
+    Status,
+    OutboxList {
+        state: Option<String>,
+        limit: Option<usize>,
+    },
+    OutboxShow {
+        id: u64,
+    },
+    /// Make a failed or backed-off entry due now (and wake the sender).
+    OutboxRetry {
+        id: u64,
+    },
+    /// Take an entry out of the queue for good; who asked is the socket
+    /// peer's user, not a field the client could fill in.
+    OutboxDrop {
+        id: u64,
+        reason: String,
+    },
+}
+
+/// Who asks, and what only a running daemon knows.
+pub struct Caller<'a> {
+    /// The Unix user: the control socket peer's (SO_PEERCRED), or the
+    /// CLI's own when it works on the store directly.
+    pub user: String,
+    pub daemon: Option<&'a status::DaemonInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,7 +115,13 @@ pub enum Error {
 }
 
 /// Answers one request against the open store.
-pub fn handle(req: Request, store: &Store, cfg: &Config, tpl: &Templates) -> Response {
+pub fn handle(
+    req: Request,
+    store: &Store,
+    cfg: &Config,
+    tpl: &Templates,
+    caller: &Caller,
+) -> Response {
     let r = match req {
         Request::Ping => Ok(serde_json::json!({"pong": true})),
         Request::TicketList { status, assignee } => {
@@ -119,6 +154,22 @@ pub fn handle(req: Request, store: &Store, cfg: &Config, tpl: &Templates) -> Res
             untag,
         } => ticket_set(store, cfg, tpl, &token, category, priority, tag, untag),
         Request::TicketMerge { a, b } => ticket_merge(store, cfg, &a, &b),
+        Request::Status => status::status(Some(store), cfg, caller.daemon, Timestamp::now()),
+        Request::OutboxList { state, limit } => outbox::list(
+            store,
+            cfg,
+            state.as_deref(),
+            limit.unwrap_or(outbox::DEFAULT_LIMIT),
+        )
+        .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string())),
+        Request::OutboxShow { id } => outbox::show(store, cfg, id)
+            .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string())),
+        Request::OutboxRetry { id } => outbox::retry(store, cfg, id, &caller.user)
+            .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string())),
+        Request::OutboxDrop { id, reason } => {
+            outbox::drop_entry(store, cfg, id, &reason, &caller.user)
+                .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
+        }
     };
     match r {
         Ok(v) => Response::Ok(v),
@@ -288,6 +339,7 @@ pub async fn serve(
     store: Store,
     current: Shared,
     outbox: Arc<tokio::sync::Notify>,
+    info: Arc<status::DaemonInfo>,
     mut shutdown: Shutdown,
 ) {
     loop {
@@ -298,8 +350,9 @@ pub async fn serve(
                     let store = store.clone();
                     let current = current.clone();
                     let outbox = outbox.clone();
+                    let info = info.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_one(stream, store, current, outbox).await {
+                        if let Err(e) = serve_one(stream, store, current, outbox, info).await {
                             tracing::warn!(error = %e, "control request failed");
                         }
                     });
@@ -319,7 +372,14 @@ async fn serve_one(
     store: Store,
     current: Shared,
     outbox: Arc<tokio::sync::Notify>,
+    info: Arc<status::DaemonInfo>,
 ) -> Result<(), Error> {
+    // The kernel's word on who connected (SO_PEERCRED): what `outbox drop`
+    // logs as `by=`. A peer it cannot name is refused nothing, but shows so.
+    let user = match stream.peer_cred() {
+        Ok(c) => outbox::user_name(c.uid()),
+        Err(_) => "unknown".to_string(),
+    };
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(r);
@@ -335,11 +395,18 @@ async fn serve_one(
                 Request::TicketCommand { .. }
                     | Request::TicketSet { .. }
                     | Request::TicketMerge { .. }
+                    | Request::OutboxRetry { .. }
             );
             // Reads scan the store: keep them off the async workers.
-            let resp = tokio::task::spawn_blocking(move || handle(req, &store, &cfg, &tpl))
-                .await
-                .unwrap_or_else(|e| Response::Err(format!("request failed: {e}")));
+            let resp = tokio::task::spawn_blocking(move || {
+                let caller = Caller {
+                    user,
+                    daemon: Some(info.as_ref()),
+                };
+                handle(req, &store, &cfg, &tpl, &caller)
+            })
+            .await
+            .unwrap_or_else(|e| Response::Err(format!("request failed: {e}")));
             if writes && matches!(resp, Response::Ok(_)) {
                 outbox.notify_one();
             }

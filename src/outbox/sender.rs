@@ -386,8 +386,11 @@ fn decide(
         Err(SendError::Permanent(reply)) => return Outcome::Failed { reply },
         Err(SendError::Transient(reply)) => reply,
     };
-    let deadline = entry
-        .created_at
+    let window_start = entry
+        .retried_at
+        .unwrap_or(entry.created_at)
+        .max(entry.created_at);
+    let deadline = window_start
         .checked_add(s.give_up_after)
         .unwrap_or(Timestamp::MAX);
     if now >= deadline {
@@ -612,6 +615,8 @@ mod tests {
             last_reply: None,
             state: OutboxState::Pending,
             sent_at: None,
+            dropped: None,
+            retried_at: None,
         }
     }
 

@@ -533,6 +533,8 @@ pub(crate) fn entry(kind: &str, t: &Ticket, cfg: &Config, now: Timestamp) -> Out
         last_reply: None,
         state: OutboxState::Pending,
         sent_at: None,
+        dropped: None,
+        retried_at: None,
     }
 }
 

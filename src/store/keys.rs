@@ -25,6 +25,15 @@ pub const QUEUE: &[u8] = b"q/";
 pub const ACKS: &[u8] = b"r/";
 pub const LEARNED: &[u8] = b"u/";
 pub const SCHEDULE: &[u8] = b"s/";
+/// Counters for `status`: `n/t/` + ticket status and `n/o/` + outbox state
+/// → how many (u64). Kept in the same transaction as every write they
+/// count, so reading them never walks the tickets or the outbox.
+pub const COUNT: &[u8] = b"n/";
+const TICKET_COUNT: &[u8] = b"n/t/";
+const OUTBOX_COUNT: &[u8] = b"n/o/";
+/// Present once the counters were built from the records (a store written
+/// before them gets them at its next start).
+pub const COUNTS_BUILT: &[u8] = b"meta/counts_v1";
 
 fn cat(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -92,6 +101,12 @@ pub fn job(due_ms: i64, id: u64) -> Vec<u8> {
 pub fn job_upper(due_ms: i64) -> Vec<u8> {
     let due = (due_ms as u64) ^ (1 << 63);
     cat(SCHEDULE, &[&due.to_be_bytes(), &u64::MAX.to_be_bytes()])
+}
+pub fn ticket_count(status: &str) -> Vec<u8> {
+    cat(TICKET_COUNT, &[status.as_bytes()])
+}
+pub fn outbox_count(state: &str) -> Vec<u8> {
+    cat(OUTBOX_COUNT, &[state.as_bytes()])
 }
 pub fn acks(address: &str) -> Vec<u8> {
     cat(ACKS, &[address.as_bytes()])

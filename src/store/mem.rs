@@ -4,7 +4,7 @@
 
 use super::{
     AgentLoad, Away, DistState, Job, JobKind, MessageRecord, OutboxEntry, Result, ScheduledRef,
-    SimilarBy, StoredIds, Ticket, Timestamp, View, Writes,
+    SimilarBy, Status, StoredIds, Ticket, Timestamp, View, Writes,
 };
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -26,6 +26,7 @@ pub struct Data {
     pub away: BTreeMap<String, Away>,
     pub dist: BTreeMap<String, DistState>,
     pub similar: BTreeMap<(SimilarBy, String), Vec<u64>>,
+    pub counts: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Default, Debug)]
@@ -231,6 +232,19 @@ impl Writes for MemStore {
     }
     fn delete_message(&self, ticket: u64, seq: u32) -> Result<()> {
         self.data.borrow_mut().messages.remove(&(ticket, seq));
+        Ok(())
+    }
+    fn ticket_count(&self, status: Status) -> Result<u64> {
+        Ok(self
+            .data
+            .borrow()
+            .counts
+            .get(status.as_str())
+            .copied()
+            .unwrap_or(0))
+    }
+    fn put_ticket_count(&self, status: Status, n: u64) -> Result<()> {
+        self.data.borrow_mut().counts.insert(status.as_str(), n);
         Ok(())
     }
 }

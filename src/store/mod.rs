@@ -158,10 +158,14 @@ pub trait Writes: View {
     /// Removes a message record (`#merge`, after writing it under the
     /// surviving ticket).
     fn delete_message(&self, ticket: u64, seq: u32) -> Result<()>;
+    /// How many tickets are in `status` (for `postdesk status`). Only
+    /// [`track_load`] and the one-time rebuild change it.
+    fn ticket_count(&self, status: Status) -> Result<u64>;
+    fn put_ticket_count(&self, status: Status, n: u64) -> Result<()>;
 }
 
-/// Keeps the per-agent load counters and the similar-ticket indexes true
-/// for a ticket about to be written: every backend's `put_ticket` calls
+/// Keeps the per-agent load counters, the per-status ticket counts and the
+/// similar-ticket indexes true for a ticket about to be written: every backend's `put_ticket` calls
 /// this first, inside the same transaction, so no writer (delivery,
 /// commands, CLI, scheduler, import) can change an assignee, a status, a
 /// contact or a customer without them following. Costs one point read of
@@ -169,6 +173,15 @@ pub trait Writes: View {
 pub fn track_load<W: Writes + ?Sized>(w: &W, new: &Ticket) -> Result<()> {
     let old = w.ticket(new.number)?;
     track_similar(w, old.as_ref(), new)?;
+    let status_before = old.as_ref().map(|t| t.status);
+    if status_before != Some(new.status) {
+        if let Some(s) = status_before {
+            let n = w.ticket_count(s)?;
+            w.put_ticket_count(s, n.saturating_sub(1))?;
+        }
+        let n = w.ticket_count(new.status)?;
+        w.put_ticket_count(new.status, n.saturating_add(1))?;
+    }
     let held = |t: &Ticket| -> Option<(String, Status)> {
         match &t.assignee {
             Some(a) if AgentLoad::counts(t.status) && !a.trim().is_empty() => {

@@ -5,7 +5,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 pub type Timestamp = jiff::Timestamp;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Unassigned,
@@ -18,6 +18,15 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::Unassigned,
+        Status::Active,
+        Status::Waiting,
+        Status::Snoozed,
+        Status::Done,
+        Status::Closed,
+        Status::Deleted,
+    ];
     pub fn as_str(&self) -> &'static str {
         match self {
             Status::Unassigned => "unassigned",
@@ -357,12 +366,45 @@ pub struct MessageRecord {
     pub problems: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum OutboxState {
     Pending,
     Sent,
     Failed,
+    /// Taken out of the queue by an operator (`outbox drop`); kept, with
+    /// who and why, so the history of a ticket's mail stays whole.
+    Dropped,
+}
+
+impl OutboxState {
+    pub const ALL: [OutboxState; 4] = [
+        OutboxState::Pending,
+        OutboxState::Sent,
+        OutboxState::Failed,
+        OutboxState::Dropped,
+    ];
+    pub fn parse(s: &str) -> Option<OutboxState> {
+        OutboxState::ALL
+            .into_iter()
+            .find(|x| x.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sent => "sent",
+            OutboxState::Failed => "failed",
+            OutboxState::Dropped => "dropped",
+        }
+    }
+}
+
+/// Who dropped an outbox entry, when and why (`outbox drop`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub at: Timestamp,
+    pub by: String,
+    pub reason: String,
 }
 
 /// One outbound mail, written in the same commit as the state change that
@@ -385,6 +427,14 @@ pub struct OutboxEntry {
     pub last_reply: Option<String>,
     pub state: OutboxState,
     pub sent_at: Option<Timestamp>,
+    /// Set by `outbox drop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<Dropped>,
+    /// When an operator last made it due again (`outbox retry`): the
+    /// sender's `give_up_after` counts from here, so a retried entry gets
+    /// a whole new window instead of failing at its first 4xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_at: Option<Timestamp>,
 }
 
 /// What we know about a Message-ID we have stored (duplicate detection).

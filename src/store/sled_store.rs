@@ -803,6 +803,7 @@ impl Tx<'_> {
         self.put(keys::NEXT_OUTBOX.to_vec(), (id + 1).to_be_bytes().to_vec())?;
         e.id = id;
         self.put(keys::outbox(id), encode(&e))?;
+        self.bump(&keys::outbox_count(e.state.as_str()), 1)?;
         if e.state == OutboxState::Pending {
             self.put(
                 keys::queue(e.next_attempt_at.as_millisecond(), id),
@@ -827,7 +828,22 @@ impl Tx<'_> {
                 Vec::new(),
             )?;
         }
+        if old.state != new.state {
+            self.bump(&keys::outbox_count(old.state.as_str()), -1)?;
+            self.bump(&keys::outbox_count(new.state.as_str()), 1)?;
+        }
         self.put(keys::outbox(new.id), encode(new))
+    }
+
+    /// Adds `delta` to a `n/` counter, never below zero.
+    fn bump(&self, key: &[u8], delta: i64) -> Result<()> {
+        let cur = self.counter(key, 0)?;
+        let n = if delta < 0 {
+            cur.saturating_sub(delta.unsigned_abs())
+        } else {
+            cur.saturating_add(delta.unsigned_abs())
+        };
+        self.put(key.to_vec(), n.to_be_bytes().to_vec())
     }
 }
 
@@ -977,6 +993,15 @@ impl Writes for Tx<'_> {
     fn delete_message(&self, ticket: u64, seq: u32) -> Result<()> {
         self.del(keys::message(ticket, seq))
     }
+    fn ticket_count(&self, status: super::Status) -> Result<u64> {
+        self.counter(&keys::ticket_count(status.as_str()), 0)
+    }
+    fn put_ticket_count(&self, status: super::Status, n: u64) -> Result<()> {
+        self.put(
+            keys::ticket_count(status.as_str()),
+            n.to_be_bytes().to_vec(),
+        )
+    }
 }
 
 /// Desk-policy reads outside transactions (issue #8): the load counters as
@@ -1027,6 +1052,166 @@ impl Store {
             .inner
             .tree
             .contains_key(super::policy_keys::SIMILAR_BUILT)?)
+    }
+}
+
+/// The operator's view (issue #10): `postdesk status` and `postdesk outbox
+/// …`. Each read maps to a query a SQL backend answers from its rows
+/// (`count(*) … group by state`, `… order by due limit n`); here the counts
+/// come from the `n/` counters and the pending list from the `q/` queue.
+impl Store {
+    /// Tickets per status, from the counters ([`super::track_load`] keeps
+    /// them); statuses with none are left out.
+    pub fn ticket_counts(&self) -> Result<std::collections::BTreeMap<super::Status, u64>> {
+        let mut out = std::collections::BTreeMap::new();
+        for s in super::Status::ALL {
+            let n = self.count(&keys::ticket_count(s.as_str()))?;
+            if n > 0 {
+                out.insert(s, n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Outbox entries per state, from the counters kept by `add_outbox`
+    /// and `update_outbox`.
+    pub fn outbox_counts(&self) -> Result<std::collections::BTreeMap<OutboxState, u64>> {
+        let mut out = std::collections::BTreeMap::new();
+        for s in OutboxState::ALL {
+            out.insert(s, self.count(&keys::outbox_count(s.as_str()))?);
+        }
+        Ok(out)
+    }
+
+    fn count(&self, key: &[u8]) -> Result<u64> {
+        match self.inner.tree.get(key)? {
+            Some(v) => keys::be_u64(&v).ok_or_else(|| Error::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                why: "counter is not 8 bytes".into(),
+            }),
+            None => Ok(0),
+        }
+    }
+
+    /// Pending entries in due order, at most `limit`: read along the `q/`
+    /// queue, one point read each, never a walk of every entry.
+    pub fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let mut out = Vec::new();
+        for kv in self.inner.tree.scan_prefix(keys::QUEUE) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = kv?;
+            if let Some(e) = keys::queue_id(&k).map(|id| self.outbox(id)).transpose()? {
+                out.extend(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The pending entry created first. Ids grow with creation, so it is
+    /// the smallest id in the queue: a walk of the queue's keys (the
+    /// pending entries only, values not read), then one point read.
+    pub fn outbox_oldest_pending(&self) -> Result<Option<OutboxEntry>> {
+        let mut oldest: Option<u64> = None;
+        for k in self.inner.tree.scan_prefix(keys::QUEUE).keys() {
+            if let Some(id) = keys::queue_id(&k?) {
+                oldest = Some(oldest.map_or(id, |o| o.min(id)));
+            }
+        }
+        match oldest {
+            Some(id) => self.outbox(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Entries in any of `states`, oldest first, at most `limit` (for
+    /// pending ones [`Store::outbox_pending`] reads the queue instead). The
+    /// sled layout has no index by state, so this walks every `o/` record:
+    /// fine for an operator's command, not for a hot path.
+    pub fn outbox_in_states(
+        &self,
+        states: &[OutboxState],
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        let mut out = Vec::new();
+        for kv in self.inner.tree.scan_prefix(keys::OUTBOX) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            let e: OutboxEntry = decode(&v).map_err(|why| Error::Corrupt {
+                key: format!("{k:?}"),
+                why,
+            })?;
+            if states.contains(&e.state) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Changes one outbox entry in one durable transaction: `change` gets
+    /// the entry as stored and returns it changed, or refuses with a
+    /// reason (`outbox retry`, `outbox drop`). `Ok(None)`: no such entry.
+    /// The queue key and the counters follow the new state.
+    pub fn outbox_change<F>(
+        &self,
+        id: u64,
+        change: F,
+    ) -> Result<Option<std::result::Result<OutboxEntry, String>>>
+    where
+        F: Fn(&OutboxEntry) -> std::result::Result<OutboxEntry, String> + Send + 'static,
+    {
+        self.commit_blocking(None, move |tx, _| {
+            let Some(cur) = tx.outbox(id)? else {
+                return Ok(None);
+            };
+            match change(&cur) {
+                Ok(new) => {
+                    tx.update_outbox(&cur, &new)?;
+                    Ok(Some(Ok(new)))
+                }
+                Err(why) => Ok(Some(Err(why))),
+            }
+        })
+    }
+
+    /// Whether the `n/` counters were built for this store yet.
+    pub fn counts_built(&self) -> Result<bool> {
+        Ok(self.inner.tree.contains_key(keys::COUNTS_BUILT)?)
+    }
+
+    /// Builds the `n/` counters from the tickets and the outbox when this
+    /// store has none yet (written before them). Streamed, one record at a
+    /// time; call before anything else writes, like the load counters.
+    pub fn ensure_counts(&self) -> Result<bool> {
+        if self.counts_built()? {
+            return Ok(false);
+        }
+        let mut tickets: std::collections::BTreeMap<super::Status, u64> = Default::default();
+        self.for_each_ticket(|t| *tickets.entry(t.status).or_default() += 1)?;
+        let mut outbox: std::collections::BTreeMap<OutboxState, u64> = Default::default();
+        for kv in self.inner.tree.scan_prefix(keys::OUTBOX) {
+            let (k, v) = kv?;
+            let e: OutboxEntry = decode(&v).map_err(|why| Error::Corrupt {
+                key: format!("{k:?}"),
+                why,
+            })?;
+            *outbox.entry(e.state).or_default() += 1;
+        }
+        self.commit_blocking(None, move |tx, _| {
+            for s in super::Status::ALL {
+                let n = tickets.get(&s).copied().unwrap_or(0);
+                tx.put(keys::ticket_count(s.as_str()), n.to_be_bytes().to_vec())?;
+            }
+            for s in OutboxState::ALL {
+                let n = outbox.get(&s).copied().unwrap_or(0);
+                tx.put(keys::outbox_count(s.as_str()), n.to_be_bytes().to_vec())?;
+            }
+            tx.put(keys::COUNTS_BUILT.to_vec(), vec![1])
+        })?;
+        Ok(true)
     }
 }
 
@@ -1114,5 +1299,106 @@ mod layout_tests {
             .unwrap();
         // Done once: the next start finds nothing to do.
         assert!(!migrate_layout(&store.inner.tree).unwrap());
+    }
+}
+
+#[cfg(test)]
+mod count_tests {
+    use super::*;
+    use crate::store::Status;
+    use std::collections::BTreeMap;
+
+    fn scanned(store: &Store) -> (BTreeMap<Status, u64>, BTreeMap<OutboxState, u64>) {
+        let mut t = BTreeMap::new();
+        store
+            .for_each_ticket(|x| *t.entry(x.status).or_insert(0) += 1)
+            .unwrap();
+        let mut o: BTreeMap<OutboxState, u64> = OutboxState::ALL.iter().map(|s| (*s, 0)).collect();
+        for e in store.outbox_all().unwrap() {
+            *o.entry(e.state).or_insert(0) += 1;
+        }
+        (t, o)
+    }
+
+    #[test]
+    fn counters_follow_every_write_and_an_older_store_gets_them_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.ensure_counts().unwrap(), "a new store is marked");
+        let cfg = crate::config::Config::default();
+        let now = Timestamp::UNIX_EPOCH;
+        let plan = [
+            (Status::Unassigned, OutboxState::Pending),
+            (Status::Active, OutboxState::Failed),
+            (Status::Done, OutboxState::Sent),
+            (Status::Deleted, OutboxState::Pending),
+            (Status::Done, OutboxState::Pending),
+        ];
+        for (status, state) in plan {
+            let t0 = crate::render::desk::view_less_ticket(&cfg, now);
+            let e0 = crate::render::entry("ack", &t0, &cfg, now);
+            store
+                .commit_blocking(None, move |tx, _| {
+                    let mut t = t0.clone();
+                    t.number = tx.take_ticket_number()?;
+                    t.status = Status::Unassigned;
+                    tx.put_ticket(&t)?;
+                    t.status = status;
+                    tx.put_ticket(&t)?;
+                    let id = tx.add_outbox(e0.clone())?;
+                    let cur = tx.outbox(id)?.ok_or(Error::Closed)?;
+                    let mut new = cur.clone();
+                    new.state = state;
+                    tx.update_outbox(&cur, &new)
+                })
+                .unwrap();
+        }
+        // One pending entry dropped through the operator's path.
+        let pending = store.outbox_pending(10).unwrap();
+        assert_eq!(pending.len(), 3);
+        let id = pending[0].id;
+        store
+            .outbox_change(id, move |cur| {
+                crate::control::outbox::dropped(cur, "root", "test", now)
+            })
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let (tickets, outbox) = scanned(&store);
+        assert_eq!(tickets[&Status::Done], 2);
+        assert_eq!(outbox[&OutboxState::Dropped], 1);
+        assert_eq!(store.ticket_counts().unwrap(), tickets);
+        assert_eq!(store.outbox_counts().unwrap(), outbox);
+        assert_eq!(store.outbox_pending(10).unwrap().len(), 2);
+        assert_eq!(
+            store.outbox_oldest_pending().unwrap().map(|e| e.id),
+            store.outbox_pending(10).unwrap().iter().map(|e| e.id).min()
+        );
+        assert_eq!(
+            store
+                .outbox_in_states(&[OutboxState::Failed], 10)
+                .unwrap()
+                .len(),
+            1
+        );
+
+        // A store written before the counters: none of them, no mark.
+        let keys: Vec<_> = store
+            .inner
+            .tree
+            .scan_prefix(keys::COUNT)
+            .keys()
+            .map(|k| k.unwrap())
+            .collect();
+        for k in keys {
+            store.inner.tree.remove(k).unwrap();
+        }
+        store.inner.tree.remove(keys::COUNTS_BUILT).unwrap();
+        assert!(store.ticket_counts().unwrap().is_empty());
+        assert!(store.ensure_counts().unwrap());
+        assert_eq!(store.ticket_counts().unwrap(), tickets);
+        assert_eq!(store.outbox_counts().unwrap(), outbox);
+        assert!(!store.ensure_counts().unwrap(), "built once");
+        store.close();
     }
 }
