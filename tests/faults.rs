@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::sink::{Mode, Received, Sink};
+use common::sink::{Mode, Sink};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,13 +29,6 @@ const SUPPORT: &str = "support@example.com";
 /// already 200ms there; the sender floors it at 1 s, so retries come after
 /// about 1 s, 2 s, 4 s …
 const FAST_TIMEOUT: &str = "  timeout: 1s\n";
-
-fn of_kind(sink: &Sink, kind: &str) -> Vec<Received> {
-    sink.messages()
-        .into_iter()
-        .filter(|m| m.header("X-Postdesk-Kind").as_deref() == Some(kind))
-        .collect()
-}
 
 fn customer_mail(n: usize) -> (String, Vec<u8>) {
     let from = format!("cust{n}@cust.test");

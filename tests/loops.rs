@@ -20,10 +20,6 @@ use std::time::{Duration, Instant};
 
 const SUPPORT: &str = "support@example.com";
 
-fn kind(m: &Received) -> String {
-    m.header("X-Postdesk-Kind").unwrap_or_default()
-}
-
 /// Lines of the log that are `delivered` lines for this Message-ID.
 fn delivered_lines(d: &Daemon, message_id: &str) -> Vec<String> {
     d.log()

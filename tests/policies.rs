@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::sink::{Received, Sink};
+use common::sink::Sink;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
@@ -140,34 +140,6 @@ fn start() -> (Sink, Daemon) {
     let port = sink.port();
     let d = Daemon::start_custom(|lmtp, data| desk_yaml(lmtp, data, port, ROUTING));
     (sink, d)
-}
-
-fn kind(m: &Received) -> String {
-    m.header("X-Postdesk-Kind").unwrap_or_default()
-}
-
-/// Mail the desk sent about `token`, as (kind, recipients).
-fn sent_for(sink: &Sink, token: &str) -> Vec<(String, Vec<String>)> {
-    sink.messages()
-        .into_iter()
-        .filter(|m| m.header("X-Postdesk-Ticket").as_deref() == Some(token))
-        .map(|m| (kind(&m), m.rcpt_to.clone()))
-        .collect()
-}
-
-fn of_kind(sink: &Sink, k: &str) -> Vec<Received> {
-    sink.messages()
-        .into_iter()
-        .filter(|m| kind(m) == k)
-        .collect()
-}
-
-fn wait_sent(sink: &Sink, token: &str, k: &str, to: &str) {
-    eventually(20, &format!("{k} to {to} for {token}"), || {
-        sent_for(sink, token)
-            .iter()
-            .any(|(kk, rc)| kk == k && rc.iter().any(|r| r == to))
-    });
 }
 
 /// A mail from outside to `rcpt`, with extra header lines.

@@ -71,33 +71,6 @@ fn start() -> (Sink, Daemon) {
     start_with("everyone")
 }
 
-fn kind(m: &Received) -> String {
-    m.header("X-Postdesk-Kind").unwrap_or_default()
-}
-
-fn sent_for(sink: &Sink, token: &str) -> Vec<(String, Vec<String>)> {
-    sink.messages()
-        .into_iter()
-        .filter(|m| m.header("X-Postdesk-Ticket").as_deref() == Some(token))
-        .map(|m| (kind(&m), m.rcpt_to.clone()))
-        .collect()
-}
-
-fn of_kind(sink: &Sink, k: &str) -> Vec<Received> {
-    sink.messages()
-        .into_iter()
-        .filter(|m| kind(m) == k)
-        .collect()
-}
-
-fn wait_sent(sink: &Sink, token: &str, k: &str, to: &str) {
-    eventually(20, &format!("{k} to {to} for {token}"), || {
-        sent_for(sink, token)
-            .iter()
-            .any(|(kk, rc)| kk == k && rc.iter().any(|r| r == to))
-    });
-}
-
 /// Every recipient of mail of kind `k` about `token` so far.
 fn rcpts(sink: &Sink, token: &str, k: &str) -> Vec<String> {
     let mut v: Vec<String> = sent_for(sink, token)

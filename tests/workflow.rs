@@ -28,17 +28,6 @@ fn start() -> (Sink, Daemon) {
     (sink, d)
 }
 
-fn kind(m: &Received) -> String {
-    m.header("X-Postdesk-Kind").unwrap_or_default()
-}
-
-fn of_kind(sink: &Sink, k: &str) -> Vec<Received> {
-    sink.messages()
-        .into_iter()
-        .filter(|m| kind(m) == k)
-        .collect()
-}
-
 fn wait_kind(sink: &Sink, k: &str, n: usize, what: &str) -> Vec<Received> {
     eventually(20, what, || of_kind(sink, k).len() >= n);
     of_kind(sink, k)

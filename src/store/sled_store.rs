@@ -285,16 +285,11 @@ impl Store {
     /// (collecting every ticket first peaked at 1.5 GiB, docs/performance.md).
     pub fn tickets_where(&self, keep: impl Fn(&Ticket) -> bool) -> Result<Vec<Ticket>> {
         let mut out = Vec::new();
-        for kv in self.inner.tree.scan_prefix(keys::TICKET) {
-            let (k, v) = kv?;
-            let t: Ticket = decode(&v).map_err(|why| Error::Corrupt {
-                key: format!("{k:?}"),
-                why,
-            })?;
-            if keep(&t) {
-                out.push(t);
+        self.for_each_ticket(|t| {
+            if keep(t) {
+                out.push(t.clone());
             }
-        }
+        })?;
         Ok(out)
     }
 

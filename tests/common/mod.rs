@@ -476,3 +476,35 @@ pub fn angle(v: &str) -> String {
         _ => v.trim().to_string(),
     }
 }
+
+// ------------------------------------------------ what the desk sent --
+
+/// The `X-Postdesk-Kind` of a mail the desk sent (ack, copy, notice …).
+pub fn kind(m: &sink::Received) -> String {
+    m.header("X-Postdesk-Kind").unwrap_or_default()
+}
+
+/// Mail the desk sent about `token`, as (kind, recipients).
+pub fn sent_for(sink: &sink::Sink, token: &str) -> Vec<(String, Vec<String>)> {
+    sink.messages()
+        .into_iter()
+        .filter(|m| m.header("X-Postdesk-Ticket").as_deref() == Some(token))
+        .map(|m| (kind(&m), m.rcpt_to.clone()))
+        .collect()
+}
+
+pub fn of_kind(sink: &sink::Sink, k: &str) -> Vec<sink::Received> {
+    sink.messages()
+        .into_iter()
+        .filter(|m| kind(m) == k)
+        .collect()
+}
+
+/// Waits until a mail of kind `k` about `token` went to `to`.
+pub fn wait_sent(sink: &sink::Sink, token: &str, k: &str, to: &str) {
+    eventually(20, &format!("{k} to {to} for {token}"), || {
+        sent_for(sink, token)
+            .iter()
+            .any(|(kk, rc)| kk == k && rc.iter().any(|r| r == to))
+    });
+}
