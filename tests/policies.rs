@@ -10,13 +10,9 @@ mod common;
 
 use common::sink::Sink;
 use common::*;
-use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const AUTH_OK: &str =
-    "Authentication-Results: mx.example.com; dkim=pass header.d=example.com header.s=sel\r\n";
 
 fn day(offset: i64) -> String {
     let today = jiff::Timestamp::now()
@@ -154,29 +150,6 @@ fn write(d: &Daemon, rcpt: &str, id: &str, from: &str, subject: &str, headers: &
 
 fn customer(d: &Daemon, id: &str, from: &str, subject: &str, body: &str) {
     write(d, "support@example.com", id, from, subject, "", body);
-}
-
-/// An authenticated staff mail to the support address (commands obeyed).
-fn staff(d: &Daemon, from: &str, id: &str, subject: &str, body: &str) {
-    let m = format!(
-        "{AUTH_OK}From: {from}\r\nTo: support@example.com\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Sun, 22 Nov 2026 11:00:00 +0200\r\n\r\n{body}\r\n"
-    );
-    let r = d.deliver(from, &["support@example.com"], m.as_bytes());
-    assert!(r[0].starts_with("250"), "{r:?}");
-}
-
-fn strs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn field<'a>(t: &'a Value, k: &str) -> Option<&'a str> {
-    t[k].as_str()
 }
 
 #[test]

@@ -8,11 +8,7 @@ mod common;
 
 use common::sink::{Received, Sink};
 use common::*;
-use serde_json::Value;
 use std::path::Path;
-
-const AUTH_OK: &str =
-    "Authentication-Results: mx.example.com; dkim=pass header.d=example.com header.s=sel\r\n";
 
 /// alice and bob work the first line; carol and dave are the second line
 /// (group l2, told through l2-list@). billing distributes, so an
@@ -93,28 +89,6 @@ fn customer(d: &Daemon, id: &str, from: &str, subject: &str, headers: &str, body
         "{r:?}\n{}",
         d.log()
     );
-}
-
-fn staff(d: &Daemon, from: &str, id: &str, subject: &str, body: &str) {
-    let m = format!(
-        "{AUTH_OK}From: {from}\r\nTo: support@example.com\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Sun, 22 Nov 2026 11:00:00 +0200\r\n\r\n{body}\r\n"
-    );
-    let r = d.deliver(from, &["support@example.com"], m.as_bytes());
-    assert!(r[0].starts_with("250"), "{r:?}");
-}
-
-fn strs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn field<'a>(t: &'a Value, k: &str) -> Option<&'a str> {
-    t[k].as_str()
 }
 
 /// The n-th refusal's body (waiting for it).

@@ -9,11 +9,6 @@ use std::time::Duration;
 
 const SUPPORT: &str = "support@example.com";
 const CUSTOMER: &str = "mari@cust.test";
-/// What a Postfix with OpenDKIM in front of postdesk adds for a signed mail
-/// from the team's domain (commands.authserv_id below).
-const AUTH_OK: &str =
-    "Authentication-Results: mx.example.com; dkim=pass header.d=example.com header.s=sel\r\n";
-
 const EXTRA: &str = "commands:
   trust: [signed_address, authentication_results]
   authserv_id: mx.example.com

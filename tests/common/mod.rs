@@ -508,3 +508,34 @@ pub fn wait_sent(sink: &sink::Sink, token: &str, k: &str, to: &str) {
             .any(|(kk, rc)| kk == k && rc.iter().any(|r| r == to))
     });
 }
+
+// ------------------------------------------------------ staff mail --
+
+/// What the MTA adds for a staff mail whose DKIM passed (the desk trusts
+/// `authentication_results` from mx.example.com in the test configs).
+pub const AUTH_OK: &str =
+    "Authentication-Results: mx.example.com; dkim=pass header.d=example.com header.s=sel\r\n";
+
+/// An authenticated staff mail to the support address (commands obeyed).
+pub fn staff(d: &Daemon, from: &str, id: &str, subject: &str, body: &str) {
+    let m = format!(
+        "{AUTH_OK}From: {from}\r\nTo: support@example.com\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Sun, 22 Nov 2026 11:00:00 +0200\r\n\r\n{body}\r\n"
+    );
+    let r = d.deliver(from, &["support@example.com"], m.as_bytes());
+    assert!(r[0].starts_with("250"), "{r:?}");
+}
+
+/// A JSON array of strings as a Vec (empty when absent).
+pub fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn field<'a>(t: &'a Value, k: &str) -> Option<&'a str> {
+    t[k].as_str()
+}
