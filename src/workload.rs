@@ -170,7 +170,7 @@ pub fn ensure_loads(store: &Store) -> Result<bool> {
     // Streamed: an upgraded store of a million tickets must not be read
     // into memory whole (that peaked at 1.5 GiB, docs/performance.md).
     let mut want = std::collections::BTreeMap::new();
-    store.for_each_ticket(|t| crate::store::add_load(&mut want, t))?;
+    store.for_each_ticket(|t| crate::store::add_load(&mut want, &t))?;
     let have = store.agent_loads()?;
     store.commit_blocking(None, move |tx, _| {
         for a in have.keys().filter(|a| !want.contains_key(*a)) {
@@ -193,7 +193,7 @@ pub fn ensure_similar(store: &Store) -> Result<bool> {
         return Ok(false);
     }
     let mut counted = std::collections::BTreeMap::new();
-    store.for_each_ticket(|t| crate::store::add_similar(&mut counted, t))?;
+    store.for_each_ticket(|t| crate::store::add_similar(&mut counted, &t))?;
     let want: Vec<_> = counted
         .into_iter()
         .map(|(k, mut v)| {

@@ -886,7 +886,7 @@ fn import_backfills_history_and_export_gives_it_back() {
     );
     let mut scanned = std::collections::BTreeMap::new();
     store
-        .for_each_ticket(|t| postdesk::store::add_load(&mut scanned, t))
+        .for_each_ticket(|t| postdesk::store::add_load(&mut scanned, &t))
         .expect("scan");
     assert_eq!(store.agent_loads().expect("loads"), scanned);
     store.close();

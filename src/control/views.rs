@@ -167,19 +167,19 @@ pub fn ticket_list(
         })?),
         None => None,
     };
-    let tickets = store.tickets().map_err(|e| e.to_string())?;
-    Ok(tickets
-        .iter()
-        .filter(|t| want.is_none_or(|w| t.status == w))
-        .filter(|t| {
-            assignee.is_none_or(|a| {
-                t.assignee
-                    .as_deref()
-                    .is_some_and(|x| x.eq_ignore_ascii_case(a) || x.split('@').next() == Some(a))
-            })
+    // Filtered while streaming: `ticket list --status active` on a large
+    // store holds the active tickets, not all of them.
+    let tickets = store
+        .tickets_where(|t| {
+            want.is_none_or(|w| t.status == w)
+                && assignee.is_none_or(|a| {
+                    t.assignee.as_deref().is_some_and(|x| {
+                        x.eq_ignore_ascii_case(a) || x.split('@').next() == Some(a)
+                    })
+                })
         })
-        .map(|t| ticket_json(t, cfg))
-        .collect())
+        .map_err(|e| e.to_string())?;
+    Ok(tickets.iter().map(|t| ticket_json(t, cfg)).collect())
 }
 
 /// `SUP-12`, `[SUP-12]`, `sup-12` or `12` → 12.
@@ -211,10 +211,11 @@ pub fn ticket_show(store: &Store, cfg: &Config, tok: &str) -> Result<ShowJson, S
         .map(MessageJson::from)
         .collect();
     // Generated mail of the ticket, from the outbox.
-    for e in store.outbox_all().map_err(|e| e.to_string())? {
-        if e.ticket == Some(n) {
-            messages.push(MessageJson::from(e));
-        }
+    for e in store
+        .outbox_where(|e| e.ticket == Some(n))
+        .map_err(|e| e.to_string())?
+    {
+        messages.push(MessageJson::from(e));
     }
     messages.sort_by_key(|m| m.received_at);
     let similar = store
@@ -323,25 +324,28 @@ pub fn stats(
         to_done: Vec<i64>,
     }
     let mut groups: std::collections::BTreeMap<String, Acc> = Default::default();
-    for t in store.tickets().map_err(|e| e.to_string())? {
-        if t.status == Status::Deleted {
-            continue;
-        }
-        let a = groups.entry(key(&t)).or_default();
-        if t.started_at >= from {
-            a.started += 1;
-        }
-        if t.status.is_open() {
-            a.open += 1;
-        }
-        if t.reopened {
-            a.reopened += 1;
-        }
-        if let Some(end) = t.ended_at.filter(|e| *e >= from) {
-            a.done += 1;
-            a.to_done.push(end.duration_since(t.started_at).as_secs());
-        }
-    }
+    // Streamed: stats over a large store never holds every ticket.
+    store
+        .for_each_ticket(|t| {
+            if t.status == Status::Deleted {
+                return;
+            }
+            let a = groups.entry(key(&t)).or_default();
+            if t.started_at >= from {
+                a.started += 1;
+            }
+            if t.status.is_open() {
+                a.open += 1;
+            }
+            if t.reopened {
+                a.reopened += 1;
+            }
+            if let Some(end) = t.ended_at.filter(|e| *e >= from) {
+                a.done += 1;
+                a.to_done.push(end.duration_since(t.started_at).as_secs());
+            }
+        })
+        .map_err(|e| e.to_string())?;
     let rows: Vec<serde_json::Value> = groups
         .into_iter()
         .map(|(k, mut a)| {

@@ -268,14 +268,14 @@ impl Store {
 
     /// Calls `f` with every ticket, decoded one at a time, in number order:
     /// for counts over the whole store that must not hold it all in memory.
-    pub fn for_each_ticket(&self, mut f: impl FnMut(&Ticket)) -> Result<()> {
+    pub fn for_each_ticket(&self, mut f: impl FnMut(Ticket)) -> Result<()> {
         for kv in self.inner.tree.scan_prefix(keys::TICKET) {
             let (k, v) = kv?;
             let t: Ticket = decode(&v).map_err(|why| Error::Corrupt {
                 key: format!("{k:?}"),
                 why,
             })?;
-            f(&t);
+            f(t);
         }
         Ok(())
     }
@@ -286,10 +286,27 @@ impl Store {
     pub fn tickets_where(&self, keep: impl Fn(&Ticket) -> bool) -> Result<Vec<Ticket>> {
         let mut out = Vec::new();
         self.for_each_ticket(|t| {
-            if keep(t) {
-                out.push(t.clone());
+            if keep(&t) {
+                out.push(t);
             }
         })?;
+        Ok(out)
+    }
+
+    /// Outbox entries `keep` accepts, decoded one at a time (`ticket show`
+    /// wants one ticket's generated mail, not the whole outbox in memory).
+    pub fn outbox_where(&self, keep: impl Fn(&OutboxEntry) -> bool) -> Result<Vec<OutboxEntry>> {
+        let mut out = Vec::new();
+        for kv in self.inner.tree.scan_prefix(keys::OUTBOX) {
+            let (k, v) = kv?;
+            let e: OutboxEntry = decode(&v).map_err(|why| Error::Corrupt {
+                key: format!("{k:?}"),
+                why,
+            })?;
+            if keep(&e) {
+                out.push(e);
+            }
+        }
         Ok(out)
     }
 
