@@ -100,6 +100,11 @@ pub fn run_job(
         return Ok(Fired::Gone);
     };
     match &job.kind {
+        // Wired by the service-level and retention work (issues #9, #10).
+        JobKind::SlaWarn { .. }
+        | JobKind::SlaBreach { .. }
+        | JobKind::AutoClose { .. }
+        | JobKind::Retention => Ok(Fired::Skipped("not handled yet")),
         JobKind::Reminder { ticket, agent } => {
             let Some(mut t) = tx.ticket(*ticket)? else {
                 return Ok(Fired::Skipped("ticket gone"));
@@ -169,12 +174,7 @@ pub fn run_job(
 }
 
 fn kind_name(k: &JobKind) -> &'static str {
-    match k {
-        JobKind::Reminder { .. } => "reminder",
-        JobKind::Wake { .. } => "wake",
-        JobKind::Report { .. } => "report",
-        JobKind::Digest => "digest",
-    }
+    k.name()
 }
 
 pub async fn run(

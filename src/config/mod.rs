@@ -81,6 +81,7 @@ pub struct Config {
     pub calendars: std::collections::BTreeMap<String, PathBuf>,
     /// SLA policies and the warning lead time (docs/sla.md).
     pub sla: SlaConfig,
+    pub status_notices: StatusNotices,
     /// The files of `calendars`, read by `Config::load` so that a broken
     /// calendar is a config error; empty after `Config::parse`, which
     /// reads no files.
@@ -98,6 +99,8 @@ pub struct Listen {
     pub lmtp_socket_mode: String,
     /// Control socket for the CLI; none = `data_dir/control.sock`.
     pub control: Option<PathBuf>,
+    /// `HOST:PORT` serving Prometheus metrics at `/metrics`; none = off.
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -169,6 +172,60 @@ pub struct Policy {
     /// For the `business_hours` rule condition; none = that condition
     /// cannot be used.
     pub business_hours: Option<BusinessHours>,
+    /// `done` means resolved: the customer confirms (closed) or reopens by
+    /// a signed link, or it closes by itself after `autoclose_after`.
+    pub confirm_close: bool,
+    pub autoclose_after: Duration,
+    /// Erase raw messages of long-closed tickets; none = keep forever.
+    pub retention: Option<Retention>,
+}
+
+/// `policy.retention` (docs/operations.md#retention).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Raw messages and attachments of tickets closed (or done, without
+    /// `confirm_close`) longer than this are erased.
+    pub after: Duration,
+    /// What happens to the ticket's own record then.
+    #[serde(default)]
+    pub metadata: RetainMetadata,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RetainMetadata {
+    /// Keep subject, contact, excerpts and figures.
+    #[default]
+    Keep,
+    /// Replace the contact, names, subject and excerpts; figures stay.
+    Anonymise,
+}
+
+/// `status_notices`: which status changes the customer is told of.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusNotices {
+    /// Taken into work (once per ticket: SPEC §5 `notified`).
+    pub active: bool,
+    /// Waiting on the customer: asks for their answer.
+    pub waiting: bool,
+    /// Resolved: the resolution and the rating links (and, with
+    /// `policy.confirm_close`, the confirm and reopen links).
+    pub done: bool,
+    /// Closed (confirmed, or closed by itself).
+    pub closed: bool,
+}
+
+impl Default for StatusNotices {
+    fn default() -> Self {
+        StatusNotices {
+            active: true,
+            waiting: false,
+            done: false,
+            closed: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -258,6 +315,7 @@ impl Default for Config {
             routing: Vec::new(),
             calendars: Default::default(),
             sla: SlaConfig::default(),
+            status_notices: StatusNotices::default(),
             loaded_calendars: Calendars::default(),
         }
     }
@@ -271,6 +329,7 @@ impl Default for Listen {
             lmtp_socket_group: "postfix".into(),
             lmtp_socket_mode: "0660".into(),
             control: None,
+            metrics: None,
         }
     }
 }
@@ -324,6 +383,9 @@ impl Default for Policy {
             digest_at: None,
             extra_public_domains: Vec::new(),
             business_hours: None,
+            confirm_close: false,
+            autoclose_after: Duration::from_secs(7 * 86400),
+            retention: None,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::ingest::decide::token;
-use crate::store::{JobKind, OutboxState, Store, Timestamp};
+use crate::store::{OutboxState, Store, Timestamp};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -150,12 +150,7 @@ pub fn status(
         .next();
     v["next_job"] = match job {
         Some(j) => {
-            let (kind, ticket) = match &j.kind {
-                JobKind::Reminder { ticket, .. } => ("reminder", Some(*ticket)),
-                JobKind::Wake { ticket } => ("wake", Some(*ticket)),
-                JobKind::Digest => ("digest", None),
-                JobKind::Report { .. } => ("report", None),
-            };
+            let (kind, ticket) = (j.kind.name(), j.kind.ticket());
             serde_json::json!({
                 "kind": kind,
                 "ticket": ticket.map(|n| token(cfg, n)),

@@ -705,6 +705,13 @@ fn new_ticket(
         escalated: None,
         merged_into: None,
         last_customer_message: None,
+        sla: Default::default(),
+        work_started_at: None,
+        reopen_count: 0,
+        pauses: Vec::new(),
+        resolutions: 0,
+        closed_at: None,
+        rating: None,
     };
     if !class.staff {
         t.last_customer_message = Some(p.message_id.clone());

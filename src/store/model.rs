@@ -168,6 +168,128 @@ pub struct Ticket {
     /// its thread.
     #[serde(default)]
     pub last_customer_message: Option<String>,
+    /// Service-level state (SPEC §9 `sla`): the policy, due times, first
+    /// response and breaches. Present on every ticket; `policy` is `None`
+    /// when no SLA policy matched.
+    #[serde(default)]
+    pub sla: SlaState,
+    /// When an agent first took the ticket (SPEC §9 `work_started_at`).
+    #[serde(default)]
+    pub work_started_at: Option<Timestamp>,
+    /// How many times the ticket came back after `done` (by customer
+    /// reply, reopen link or `#reopen`).
+    #[serde(default)]
+    pub reopen_count: u32,
+    /// Spans the clock stood still (`waiting`, `snoozed`, and `done` until
+    /// a reopen), oldest first; `until` is `None` while it lasts. The SLA
+    /// due times and the response metrics subtract them.
+    #[serde(default)]
+    pub pauses: Vec<Pause>,
+    /// How many times the ticket was resolved (`done`): resolution mail
+    /// links (confirm, reopen, ratings) carry it, so a link from an older
+    /// resolution no longer acts.
+    #[serde(default)]
+    pub resolutions: u32,
+    /// When it was closed (confirmed, auto-closed or merged).
+    #[serde(default)]
+    pub closed_at: Option<Timestamp>,
+    /// The customer's rating of the resolution (SPEC §9 `rating`).
+    #[serde(default)]
+    pub rating: Option<Rating>,
+}
+
+/// A span the ticket's clock stood still.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub from: Timestamp,
+    pub until: Option<Timestamp>,
+    /// The status that paused it (`waiting`, `snoozed`, `done`).
+    pub status: Status,
+}
+
+/// Which promise of an SLA policy a deadline is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaTarget {
+    FirstResponse,
+    Resolution,
+}
+
+impl SlaTarget {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SlaTarget::FirstResponse => "first_response",
+            SlaTarget::Resolution => "resolution",
+        }
+    }
+}
+
+/// A ticket's service-level state (SPEC §9 `sla`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SlaState {
+    /// `sla.policies[].id` that matched; `None`: no SLA.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// `None` when there is no target, it was met, or the clock is paused.
+    #[serde(default)]
+    pub first_response_due: Option<Timestamp>,
+    #[serde(default)]
+    pub resolution_due: Option<Timestamp>,
+    /// The first agent mail that reached the customer (not an ack, not a
+    /// note).
+    #[serde(default)]
+    pub first_response_at: Option<Timestamp>,
+    /// Some deadline was missed.
+    #[serde(default)]
+    pub breached: bool,
+    /// Which deadlines were missed, and when each was due.
+    #[serde(default)]
+    pub breaches: Vec<(SlaTarget, Timestamp)>,
+    /// Deadlines already warned of: a warning goes out once per deadline.
+    #[serde(default)]
+    pub warned: Vec<(SlaTarget, Timestamp)>,
+    /// The pending warn and breach jobs of this ticket.
+    #[serde(default)]
+    pub jobs: Vec<ScheduledRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RatingValue {
+    Good,
+    Neutral,
+    Bad,
+}
+
+impl RatingValue {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RatingValue::Good => "good",
+            RatingValue::Neutral => "neutral",
+            RatingValue::Bad => "bad",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RatingValue> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "good" => Some(RatingValue::Good),
+            "neutral" => Some(RatingValue::Neutral),
+            "bad" => Some(RatingValue::Bad),
+            _ => None,
+        }
+    }
+}
+
+/// The customer's rating of a resolution (one per resolution).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rating {
+    pub value: RatingValue,
+    pub at: Timestamp,
+    /// Added by a reply to the rating's confirmation.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// `Ticket::resolutions` when it was given.
+    #[serde(default)]
+    pub resolution: u32,
 }
 
 /// Where an escalated ticket came from.
@@ -312,6 +434,54 @@ pub enum JobKind {
         #[serde(default)]
         category: Option<String>,
     },
+    /// Warn the assignee (or the team) that a deadline is near. `due` is
+    /// the deadline it was scheduled for: a job whose deadline moved since
+    /// does nothing.
+    SlaWarn {
+        ticket: u64,
+        target: SlaTarget,
+        due: Timestamp,
+    },
+    /// A deadline passed: tell the assignee and `team.leads`.
+    SlaBreach {
+        ticket: u64,
+        target: SlaTarget,
+        due: Timestamp,
+    },
+    /// `policy.autoclose_after` ran out on a resolved ticket; `resolution`
+    /// is `Ticket::resolutions` when it was scheduled.
+    AutoClose { ticket: u64, resolution: u32 },
+    /// `policy.retention`: erase the raw messages of tickets closed longer
+    /// than the set time (one sweep a day).
+    Retention,
+}
+
+impl JobKind {
+    /// The name in logs, `status` and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobKind::Reminder { .. } => "reminder",
+            JobKind::Wake { .. } => "wake",
+            JobKind::Report { .. } => "report",
+            JobKind::Digest => "digest",
+            JobKind::SlaWarn { .. } => "sla_warn",
+            JobKind::SlaBreach { .. } => "sla_breach",
+            JobKind::AutoClose { .. } => "autoclose",
+            JobKind::Retention => "retention",
+        }
+    }
+
+    /// The ticket the job is about, if any.
+    pub fn ticket(&self) -> Option<u64> {
+        match self {
+            JobKind::Reminder { ticket, .. }
+            | JobKind::Wake { ticket }
+            | JobKind::SlaWarn { ticket, .. }
+            | JobKind::SlaBreach { ticket, .. }
+            | JobKind::AutoClose { ticket, .. } => Some(*ticket),
+            JobKind::Digest | JobKind::Report { .. } | JobKind::Retention => None,
+        }
+    }
 }
 
 /// Scheduled work: survives restarts, runs late rather than never, and is

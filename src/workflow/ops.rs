@@ -430,6 +430,13 @@ mod tests {
             escalated: None,
             merged_into: None,
             last_customer_message: None,
+            sla: Default::default(),
+            work_started_at: None,
+            reopen_count: 0,
+            pauses: Vec::new(),
+            resolutions: 0,
+            closed_at: None,
+            rating: None,
         }
     }
 
