@@ -43,6 +43,7 @@ pub mod lmtp;
 pub mod outbox;
 pub mod policy;
 pub mod render;
+pub mod retention;
 pub mod schedule;
 pub mod shutdown;
 pub mod sla;

@@ -100,11 +100,13 @@ pub fn run_job(
         return Ok(Fired::Gone);
     };
     match &job.kind {
-        // Wired by the service-level and retention work (issues #9, #10).
-        JobKind::SlaWarn { .. }
-        | JobKind::SlaBreach { .. }
-        | JobKind::AutoClose { .. }
-        | JobKind::Retention => Ok(Fired::Skipped("not handled yet")),
+        JobKind::SlaWarn { .. } | JobKind::SlaBreach { .. } => {
+            crate::sla::jobs::run(tx, &job, cfg, tpl, signer, now)
+        }
+        JobKind::AutoClose { .. } => {
+            crate::workflow::close::run_autoclose(tx, &job, cfg, tpl, signer, now)
+        }
+        JobKind::Retention => crate::retention::run_job(tx, &job, cfg, now),
         JobKind::Reminder { ticket, agent } => {
             let Some(mut t) = tx.ticket(*ticket)? else {
                 return Ok(Fired::Skipped("ticket gone"));

@@ -6,6 +6,7 @@
 //! pass instants in and store the due times they get back. docs/sla.md.
 
 pub mod calendar;
+pub mod jobs;
 pub mod policy;
 
 pub use calendar::{parse_intervals, Calendar, Clock, Interval};

@@ -5,6 +5,7 @@
 //! machine (`ops`), which mail, action links, the CLI and the scheduler share.
 
 pub mod auth;
+pub mod close;
 pub mod command;
 pub mod links;
 pub mod merge;

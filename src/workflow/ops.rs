@@ -90,9 +90,15 @@ fn assign(t: &mut Ticket, agent: String, cfg: &Config, now: Timestamp) -> Vec<Ef
         // Taking what is already yours changes nothing and sends nothing.
         return Vec::new();
     }
+    if t.status == Status::Done || t.status == Status::Closed {
+        t.reopen_count = t.reopen_count.saturating_add(1);
+    }
     t.assignee = Some(agent.clone());
     t.status = Status::Active;
     t.ended_at = None;
+    if t.work_started_at.is_none() {
+        t.work_started_at = Some(now);
+    }
     let mut fx = vec![
         Effect::CancelScheduled,
         Effect::ScheduleReminder {
@@ -159,6 +165,7 @@ pub fn apply(
             }
             t.status = Status::Done;
             t.ended_at = Some(now);
+            t.resolutions = t.resolutions.saturating_add(1);
             vec![Effect::CancelScheduled]
         }
         Command::Waiting => {
@@ -184,7 +191,11 @@ pub fn apply(
             if t.status.is_open() {
                 return Ok(Vec::new());
             }
+            if matches!(t.status, Status::Done | Status::Closed) {
+                t.reopen_count = t.reopen_count.saturating_add(1);
+            }
             t.ended_at = None;
+            t.closed_at = None;
             match t.assignee.clone() {
                 Some(a) => {
                     t.status = Status::Active;
@@ -367,6 +378,7 @@ pub fn reopen_by_customer(t: &mut Ticket) -> Vec<Effect> {
     t.status = Status::Active;
     t.ended_at = None;
     t.reopened = true;
+    t.reopen_count = t.reopen_count.saturating_add(1);
     match &t.assignee {
         Some(a) => vec![Effect::NotifyAssignee {
             agent: a.clone(),
@@ -542,5 +554,27 @@ mod tests {
             agent: "alice@example.com".into(),
             at: at(5 * 86400)
         }));
+    }
+
+    #[test]
+    fn work_start_resolutions_and_reopens_are_counted() {
+        let c = cfg();
+        let mut t = ticket();
+        apply(&mut t, &Command::Take, "alice@example.com", &c, at(10)).unwrap();
+        assert_eq!(t.work_started_at, Some(at(10)));
+        apply(&mut t, &Command::Done, "alice@example.com", &c, at(20)).unwrap();
+        assert_eq!((t.resolutions, t.reopen_count), (1, 0));
+        // Done twice is one resolution.
+        apply(&mut t, &Command::Done, "alice@example.com", &c, at(21)).unwrap();
+        assert_eq!(t.resolutions, 1);
+        reopen_by_customer(&mut t);
+        assert_eq!(t.reopen_count, 1);
+        apply(&mut t, &Command::Done, "alice@example.com", &c, at(30)).unwrap();
+        apply(&mut t, &Command::Reopen, "alice@example.com", &c, at(40)).unwrap();
+        assert_eq!((t.resolutions, t.reopen_count), (2, 2));
+        // A later take (by someone else) keeps the first start of work.
+        apply(&mut t, &Command::Done, "alice@example.com", &c, at(50)).unwrap();
+        apply(&mut t, &Command::Take, "bob@example.com", &c, at(60)).unwrap();
+        assert_eq!((t.work_started_at, t.reopen_count), (Some(at(10)), 3));
     }
 }
