@@ -43,6 +43,33 @@ pub struct TicketJson {
     pub escalated: Option<EscalatedJson>,
     /// The token of the ticket this one was merged into.
     pub merged_into: Option<String>,
+    /// Service levels (SPEC §9 `sla`).
+    pub sla: SlaJson,
+    pub work_started_at: Option<Timestamp>,
+    pub reopen_count: u32,
+    /// Times resolved (`done`).
+    pub resolutions: u32,
+    pub closed_at: Option<Timestamp>,
+    pub rating: Option<RatingJson>,
+}
+
+/// SPEC §9: policy id, the due times, the first response, breached.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlaJson {
+    pub policy: Option<String>,
+    pub first_response_due: Option<Timestamp>,
+    pub resolution_due: Option<Timestamp>,
+    pub first_response_at: Option<Timestamp>,
+    pub breached: bool,
+    /// Which deadlines were missed (`first_response`, `resolution`).
+    pub breaches: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RatingJson {
+    pub value: String,
+    pub comment: Option<String>,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,6 +179,28 @@ pub fn ticket_json(t: &Ticket, cfg: &Config) -> TicketJson {
             at: e.at,
         }),
         merged_into: t.merged_into.map(|n| token(cfg, n)),
+        sla: SlaJson {
+            policy: t.sla.policy.clone(),
+            first_response_due: t.sla.first_response_due,
+            resolution_due: t.sla.resolution_due,
+            first_response_at: t.sla.first_response_at,
+            breached: t.sla.breached,
+            breaches: t
+                .sla
+                .breaches
+                .iter()
+                .map(|(k, _)| k.as_str().to_string())
+                .collect(),
+        },
+        work_started_at: t.work_started_at,
+        reopen_count: t.reopen_count,
+        resolutions: t.resolutions,
+        closed_at: t.closed_at,
+        rating: t.rating.as_ref().map(|r| RatingJson {
+            value: r.value.as_str().to_string(),
+            comment: r.comment.clone(),
+            at: r.at,
+        }),
     }
 }
 
