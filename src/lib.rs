@@ -25,6 +25,8 @@
 //!   part that does I/O, run before the transaction).
 //! - `sla`: PURE service levels: calendars (open time, due times with
 //!   pauses) and the first-match SLA policy pick (docs/sla.md).
+//! - `stats`: PURE response metrics per ticket (open time to first response
+//!   and resolution, SLA outcome) and the `stats` report's aggregator.
 //! - `schedule`: the durable scheduler (reminders, wake-ups, reports, digest).
 //! - `outbox`: the sender task and its transports (relay, direct, file).
 //! - `control`: the control socket protocol shared by daemon and CLI.
@@ -47,6 +49,7 @@ pub mod retention;
 pub mod schedule;
 pub mod shutdown;
 pub mod sla;
+pub mod stats;
 pub mod store;
 pub mod workflow;
 pub mod workload;

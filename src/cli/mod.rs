@@ -46,17 +46,22 @@ pub enum Cmd {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
-    /// Tickets started, done, open and reopened, and the median time to
-    /// done, per agent or customer.
+    /// Response metrics per agent, customer or category: tickets, open,
+    /// resolved, reopens, median and p90 first response and resolution
+    /// (open time minus pauses), SLA compliance and ratings.
     Stats {
-        /// agent or customer
+        /// agent, customer or category
         #[arg(long, default_value = "agent")]
         by: String,
-        /// Window, e.g. 30d.
+        /// Window: tickets started this long ago or later, e.g. 30d.
         #[arg(long, default_value = "30d")]
         since: String,
-        #[arg(long)]
+        /// The report as one JSON object (durations in seconds).
+        #[arg(long, conflicts_with = "csv")]
         json: bool,
+        /// A header line, then one line per group and the total (RFC 4180).
+        #[arg(long)]
+        csv: bool,
     },
     /// Check the config file and say what is wrong, with key and line.
     CheckConfig,
@@ -300,47 +305,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(&cfg, "warn");
             explain(&cfg, from, to, json)
         }
-        Cmd::Stats { by, since, json } => {
+        Cmd::Stats {
+            by,
+            since,
+            json,
+            csv,
+        } => {
             let cfg = load_config(config_path.as_deref())?;
             init_logging(&cfg, "warn");
             let v = ask(
                 &cfg,
                 Request::Stats {
-                    by: by.clone(),
+                    by,
                     since: Some(since),
                 },
             )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!(
-                    "{:<32} {:>7} {:>5} {:>5} {:>8} {:>12}",
-                    by.to_uppercase(),
-                    "STARTED",
-                    "DONE",
-                    "OPEN",
-                    "REOPENED",
-                    "MEDIAN DONE"
-                );
-                for r in v["rows"].as_array().cloned().unwrap_or_default() {
-                    let median = r["median_seconds_to_done"]
-                        .as_i64()
-                        .map(|sec| {
-                            crate::render::desk::age(
-                                Timestamp::UNIX_EPOCH,
-                                Timestamp::from_second(sec).unwrap_or(Timestamp::UNIX_EPOCH),
-                            )
-                        })
-                        .unwrap_or_else(|| "-".into());
-                    println!(
-                        "{:<32} {:>7} {:>5} {:>5} {:>8} {:>12}",
-                        s(&r, &by),
-                        r["started"],
-                        r["done"],
-                        r["open"],
-                        r["reopened"],
-                        median
-                    );
+                let report: crate::stats::Report = serde_json::from_value(v)
+                    .context("the stats answer is not a report this version reads")?;
+                if csv {
+                    print!("{}", report.to_csv());
+                } else {
+                    print!("{}", report.to_text());
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -568,7 +556,10 @@ fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
                 "no ticket {token}: the data directory {} holds no store",
                 cfg.data_dir.display()
             ),
-            Request::Stats { by, .. } => Ok(serde_json::json!({"by": by, "rows": []})),
+            Request::Stats { by, since } => {
+                views::stats(None, cfg, &by, since.as_deref(), Timestamp::now())
+                    .map_err(|e| anyhow!(e))
+            }
             Request::TicketSet { token, .. } => bail!(
                 "no ticket {token}: the data directory {} holds no store",
                 cfg.data_dir.display()

@@ -144,7 +144,7 @@ pub fn handle(
             actor,
         } => ticket_command(store, cfg, tpl, &token, &command, arg.as_deref(), &actor),
         Request::Stats { by, since } => {
-            views::stats(store, &by, since.as_deref(), Timestamp::now())
+            views::stats(Some(store), cfg, &by, since.as_deref(), Timestamp::now())
         }
         Request::TicketSet {
             token,

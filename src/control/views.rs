@@ -337,15 +337,18 @@ pub fn explain(
     }))
 }
 
-/// `stats --by agent|customer [--since 30d]`: per group, tickets started in
-/// the window, done in the window, open now, reopened, and the median time
-/// from start to done.
+/// `stats`: streams every ticket through the pure aggregator
+/// (`crate::stats`), so a large store is never held in memory. No store
+/// (nothing ever delivered): the same report with no rows.
 pub fn stats(
-    store: &Store,
+    store: Option<&Store>,
+    cfg: &Config,
     by: &str,
     since: Option<&str>,
     now: Timestamp,
 ) -> Result<serde_json::Value, String> {
+    let group = crate::stats::GroupBy::parse(by)
+        .ok_or_else(|| format!("--by {by:?}: agent, customer or category"))?;
     let window = match since {
         Some(s) => s
             .parse::<crate::config::Duration>()
@@ -355,60 +358,13 @@ pub fn stats(
     let from = now
         .checked_sub(window.signed())
         .map_err(|e| format!("--since: {e}"))?;
-    let key = |t: &Ticket| -> String {
-        match by {
-            "customer" => t.customer.clone().unwrap_or_else(|| "(none)".into()),
-            _ => t.assignee.clone().unwrap_or_else(|| "(unassigned)".into()),
-        }
-    };
-    if by != "agent" && by != "customer" {
-        return Err(format!("--by {by:?}: agent or customer"));
+    let mut agg = crate::stats::Aggregator::new(group, from, &cfg.sla, &cfg.loaded_calendars);
+    if let Some(store) = store {
+        store
+            .for_each_ticket(|t| agg.add(&t))
+            .map_err(|e| e.to_string())?;
     }
-    #[derive(Default)]
-    struct Acc {
-        started: u64,
-        done: u64,
-        open: u64,
-        reopened: u64,
-        to_done: Vec<i64>,
-    }
-    let mut groups: std::collections::BTreeMap<String, Acc> = Default::default();
-    // Streamed: stats over a large store never holds every ticket.
-    store
-        .for_each_ticket(|t| {
-            if t.status == Status::Deleted {
-                return;
-            }
-            let a = groups.entry(key(&t)).or_default();
-            if t.started_at >= from {
-                a.started += 1;
-            }
-            if t.status.is_open() {
-                a.open += 1;
-            }
-            if t.reopened {
-                a.reopened += 1;
-            }
-            if let Some(end) = t.ended_at.filter(|e| *e >= from) {
-                a.done += 1;
-                a.to_done.push(end.duration_since(t.started_at).as_secs());
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    let rows: Vec<serde_json::Value> = groups
-        .into_iter()
-        .map(|(k, mut a)| {
-            a.to_done.sort_unstable();
-            let median = (!a.to_done.is_empty()).then(|| a.to_done[a.to_done.len() / 2]);
-            serde_json::json!({
-                by: k,
-                "started": a.started,
-                "done": a.done,
-                "open": a.open,
-                "reopened": a.reopened,
-                "median_seconds_to_done": median,
-            })
-        })
-        .collect();
-    Ok(serde_json::json!({"by": by, "since": window.to_string(), "rows": rows}))
+    agg.finish(&window.to_string())
+        .to_json()
+        .map_err(|e| e.to_string())
 }
