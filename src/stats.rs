@@ -50,10 +50,10 @@ pub struct Figures {
     /// The first take (`work_started_at`); `None`: nobody took it yet.
     pub work_started_at: Option<Timestamp>,
     /// Open time from arrival to the first agent answer, pauses removed.
-    #[serde(with = "opt_secs")]
+    #[serde(with = "opt_secs", rename = "first_response_seconds")]
     pub first_response: Option<SignedDuration>,
     /// Open time from arrival to `done` (`ended_at`), pauses removed.
-    #[serde(with = "opt_secs")]
+    #[serde(with = "opt_secs", rename = "resolution_seconds")]
     pub resolution: Option<SignedDuration>,
     pub reopen_count: u32,
     pub first_response_sla: Outcome,
@@ -450,7 +450,8 @@ impl<'a> Aggregator<'a> {
         Report {
             by: self.by.as_str().to_string(),
             since: since.to_string(),
-            from: self.from,
+            // Whole seconds: the instant is for people and spreadsheets.
+            from: Timestamp::from_second(self.from.as_second()).unwrap_or(self.from),
             rows: self.groups.into_iter().map(|(k, a)| a.row(k)).collect(),
             total: self.total.row(TOTAL.to_string()),
         }
@@ -497,6 +498,7 @@ impl Report {
             .map(|r| r.group.chars().count())
             .max()
             .unwrap_or(0)
+            .max(self.by.len())
             .clamp(TOTAL.len(), 40);
         let _ = writeln!(
             out,

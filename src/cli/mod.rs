@@ -1021,6 +1021,36 @@ fn print_list(v: &serde_json::Value) {
     }
 }
 
+/// `ticket show`'s response metrics, as `stats` counts them.
+fn print_figures(v: &serde_json::Value) {
+    let f = &v["figures"];
+    let dur = |k: &str| {
+        f[k].as_i64()
+            .map(crate::stats::duration_text)
+            .unwrap_or_else(|| "-".into())
+    };
+    let sla = |k: &str| f[k].as_str().unwrap_or("-").replace('_', " ");
+    let started = f["work_started_at"].as_str().unwrap_or("not yet");
+    println!("  {:<13} {started}", "work started");
+    println!(
+        "  {:<13} {} (SLA: {})",
+        "1st response",
+        dur("first_response_seconds"),
+        sla("first_response_sla")
+    );
+    println!(
+        "  {:<13} {} (SLA: {})",
+        "resolution",
+        dur("resolution_seconds"),
+        sla("resolution_sla")
+    );
+    println!(
+        "  {:<13} {}",
+        "reopens",
+        f["reopen_count"].as_u64().unwrap_or(0)
+    );
+}
+
 fn print_show(v: &serde_json::Value) {
     println!("{}  {}", s(v, "token"), s(v, "subject"));
     for k in [
@@ -1068,6 +1098,7 @@ fn print_show(v: &serde_json::Value) {
         "replies",
         v.get("replies").and_then(|x| x.as_u64()).unwrap_or(0)
     );
+    print_figures(v);
     if let Some(sim) = v
         .get("similar")
         .and_then(|m| m.as_array())

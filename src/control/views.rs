@@ -144,6 +144,8 @@ pub struct ShowJson {
     /// The contact's and customer's other open and recent tickets, newest
     /// first (from the similar-ticket index).
     pub similar: Vec<SimilarJson>,
+    /// Response metrics as `stats` counts them (docs/operations.md).
+    pub figures: crate::stats::Figures,
 }
 
 pub fn ticket_json(t: &Ticket, cfg: &Config) -> TicketJson {
@@ -283,6 +285,7 @@ pub fn ticket_show(store: &Store, cfg: &Config, tok: &str) -> Result<ShowJson, S
         ticket: ticket_json(&t, cfg),
         messages,
         similar,
+        figures: crate::stats::figures(&t, &cfg.sla, &cfg.loaded_calendars),
     })
 }
 
