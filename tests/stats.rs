@@ -495,3 +495,26 @@ fn stats_and_ticket_show_through_the_daemon() {
         assert!(flat.contains(want), "{want:?} not in\n{text}");
     }
 }
+
+/// Nothing ever delivered: the report is there, empty, and asking does not
+/// create a data directory.
+#[test]
+fn stats_on_a_desk_with_no_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("postdesk.yaml");
+    std::fs::write(&config, yaml(free_port(), &data)).expect("config");
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["stats", "--by", "customer", "--csv"])
+        .output()
+        .expect("run postdesk");
+    assert!(out.status.success(), "{out:?}");
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = csv.split("\r\n").collect();
+    assert_eq!(lines.len(), 3, "{csv:?}"); // header, total, ""
+    assert!(lines[0].starts_with("customer,started,"), "{csv}");
+    assert!(lines[1].starts_with("(total),0,0,0,0,,0,"), "{csv}");
+    assert!(!data.exists(), "stats created {}", data.display());
+}
