@@ -128,6 +128,8 @@ pub fn run_job(
             if woke {
                 t.status = Status::Active;
             }
+            let sla = crate::sla::track::track(&mut t, false, cfg, now);
+            crate::deliver::write_jobs(tx, &mut t, &sla.cancel, &sla.schedule, now)?;
             tx.put_ticket(&t)?;
             Ok(if woke {
                 Fired::Sent(0)
