@@ -11,6 +11,7 @@
 pub mod calendar;
 pub mod jobs;
 pub mod policy;
+pub mod text;
 pub mod track;
 
 pub use calendar::{parse_intervals, Calendar, Clock, Interval};
