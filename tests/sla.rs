@@ -65,6 +65,33 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// `postdesk explain` (text) of `raw` against the running desk.
+fn explain(d: &Daemon, raw: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(BIN)
+        .args(["--config", d.config.to_str().unwrap(), "explain"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(raw).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn explain_shows_the_policy_and_due_times_a_mail_would_get() {
+    let (_sink, d) = start();
+    let raw = mail("e1@cust.test", CUSTOMER, "Printer", "", "Broken.");
+    let text = explain(&d, &raw);
+    assert!(
+        text.contains("sla:            fast: first response due ")
+            && text.contains(", resolution due "),
+        "{text}"
+    );
+    assert!(d.tickets().is_empty(), "explain wrote nothing");
+}
+
 #[test]
 fn unassigned_ticket_warns_the_team_then_breaches_to_team_and_lead_once_each() {
     let (sink, d) = start();
@@ -276,4 +303,29 @@ fn a_breach_missed_while_down_is_sent_late_and_once() {
     // passed: the breach says it all.
     assert!(sla_mails(&sink, "sla_warn", "first response").is_empty());
     assert_eq!(sla_mails(&sink, "sla_breach", "resolution").len(), 1);
+}
+
+#[test]
+fn a_canned_answer_is_a_first_response_and_a_refused_one_is_not() {
+    let (sink, d) = start();
+    customer_mail(&d, "a1@cust.test");
+    staff(
+        &d,
+        "alice@example.com",
+        "a2@example.com",
+        "Re: Printer [SUP-1]",
+        "#answer nope",
+    );
+    assert!(d.show("SUP-1")["sla"]["first_response_at"].is_null());
+    staff(
+        &d,
+        "alice@example.com",
+        "a3@example.com",
+        "Re: Printer [SUP-1]",
+        "#answer need-more-info",
+    );
+    wait_sent(&sink, "SUP-1", "answer", CUSTOMER);
+    let t = d.show("SUP-1");
+    assert!(t["sla"]["first_response_at"].is_string(), "{}", t["sla"]);
+    assert!(t["sla"]["first_response_due"].is_null());
 }
