@@ -329,3 +329,40 @@ fn a_canned_answer_is_a_first_response_and_a_refused_one_is_not() {
     assert!(t["sla"]["first_response_at"].is_string(), "{}", t["sla"]);
     assert!(t["sla"]["first_response_due"].is_null());
 }
+
+#[test]
+fn import_records_the_clocks_from_history_and_schedules_nothing() {
+    let (sink, mut d) = start();
+    d.stop();
+    let mbox = d.dir.path().join("history.mbox");
+    std::fs::write(
+        &mbox,
+        format!(
+            "From {CUSTOMER} Mon Jan  5 10:00:00 2026\n\
+From: Mari <{CUSTOMER}>\nTo: support@example.com\nSubject: Old printer\n\
+Message-ID: <old1@cust.test>\nDate: Mon, 05 Jan 2026 10:00:00 +0000\n\nIt broke.\n\n\
+From alice@example.com Mon Jan  5 10:30:00 2026\n\
+From: alice@example.com\nTo: {CUSTOMER}\nCc: support@example.com\nSubject: Re: Old printer\n\
+Message-ID: <old2@example.com>\nIn-Reply-To: <old1@cust.test>\n\
+Date: Mon, 05 Jan 2026 10:30:00 +0000\n\nWe are on it.\n\n"
+        ),
+    )
+    .unwrap();
+    d.cli_ok(&["import", "mbox", mbox.to_str().unwrap()]);
+    let t = d.show("SUP-1");
+    assert_eq!(t["sla"]["policy"], "fast");
+    assert_eq!(
+        ts(&t["sla"]["first_response_at"]).to_string(),
+        "2026-01-05T10:30:00Z"
+    );
+    assert_eq!(
+        ts(&t["sla"]["resolution_due"]).to_string(),
+        "2026-01-05T10:00:08Z"
+    );
+    // History: its deadlines passed long ago, and nobody is told.
+    d.restart();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(of_kind(&sink, "sla_warn").is_empty());
+    assert!(of_kind(&sink, "sla_breach").is_empty());
+    assert_eq!(d.show("SUP-1")["sla"]["breached"], false);
+}
