@@ -261,6 +261,27 @@ fn done_meets_the_resolution_reopen_resumes_it_and_closed_ends_everything() {
 }
 
 #[test]
+fn a_pause_after_the_deadline_leaves_it_overdue_and_its_breach_due() {
+    let c = cfg();
+    let mut t = ticket();
+    let mut id = 0;
+    let p = track(&mut t, false, &c, at(0));
+    write(&mut t, &p, &mut id);
+    // Waiting from exactly the first-response deadline: it ran out first.
+    t.status = Status::Waiting;
+    let p = track(&mut t, false, &c, at(4 * H));
+    assert_eq!(t.sla.first_response_due, Some(at(4 * H)));
+    assert_eq!(t.sla.resolution_due, None);
+    // The first-response breach stays; the warning and the resolution
+    // jobs go.
+    assert_eq!(
+        p.cancel.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![1, 3, 4]
+    );
+    assert!(p.schedule.is_empty());
+}
+
+#[test]
 fn no_matching_policy_no_clock() {
     let c = Config::parse(
         "support: {address: s@desk.test}\nsla:\n  policies:\n    - {id: vip, if: {priority: high}, resolution: 1h}\n",
