@@ -385,11 +385,18 @@ pub fn apply(
     if let Some((addr, customer)) = &d.learn {
         tx.learn_customer(addr, customer)?;
     }
-    if let Some(other) = &d.also {
+    let mut t = t.clone();
+    let mut also = d.also.clone();
+    // The other ticket's SLA jobs are remembered on it, not on this one.
+    let (theirs, ours): (Vec<_>, Vec<_>) = d.schedule.iter().cloned().partition(|(_, k)| {
+        matches!(k, JobKind::SlaWarn { .. } | JobKind::SlaBreach { .. })
+            && also.as_ref().map(|o| o.number) == k.ticket()
+    });
+    if let Some(other) = also.as_mut() {
+        write_jobs(tx, other, &[], &theirs, now)?;
         tx.put_ticket(other)?;
     }
-    let mut t = t.clone();
-    write_jobs(tx, &mut t, &d.cancel, &d.schedule, now)?;
+    write_jobs(tx, &mut t, &d.cancel, &ours, now)?;
     for mut m in mails {
         if let Some((r, _)) = m.body.as_mut() {
             *r = raw;
@@ -442,12 +449,16 @@ pub fn merge_transaction(
             }
         )));
     };
-    let (s, plan) =
+    let (mut s, mut plan) =
         match crate::workflow::merge::merge(ta, tb, as_view(tx), &cfg.support.token_prefix, now)? {
             Ok(x) => x,
             Err(why) => return Ok(Err(why)),
         };
+    let gone = crate::sla::track::track(&mut plan.merged, false, cfg, now);
+    plan.cancel.extend(gone.cancel);
     write_merge(tx, &plan)?;
+    let sla = crate::sla::track::track(&mut s, false, cfg, now);
+    write_jobs(tx, &mut s, &sla.cancel, &sla.schedule, now)?;
     tx.put_ticket(&s)?;
     Ok(Ok(serde_json::json!({
         "survivor": token(cfg, s.number),
@@ -576,6 +587,9 @@ pub(crate) fn write_jobs(
         if matches!(kind, JobKind::Reminder { .. } | JobKind::Wake { .. }) {
             t.scheduled.push(r);
         }
+        if let Some(j) = crate::sla::track::job_ref(t, r, kind) {
+            t.sla.jobs.push(j);
+        }
     }
     Ok(())
 }
@@ -651,7 +665,10 @@ pub fn commands_transaction(
             Err(e) => return Ok(Err(e)),
         }
     }
-    let plan = crate::ingest::decide::plan(&mut t, fx, cfg);
+    let mut plan = crate::ingest::decide::plan(&mut t, fx, cfg);
+    let sla = crate::sla::track::track(&mut t, false, cfg, now);
+    plan.cancel.extend(sla.cancel);
+    plan.schedule.extend(sla.schedule);
     write_jobs(tx, &mut t, &plan.cancel, &plan.schedule, now)?;
     if let Some((addr, customer)) = &plan.learn {
         tx.learn_customer(addr, customer)?;

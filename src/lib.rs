@@ -24,7 +24,9 @@
 //!   action links; DKIM/SPF/Authentication-Results checks (`auth`, the one
 //!   part that does I/O, run before the transaction).
 //! - `sla`: PURE service levels: calendars (open time, due times with
-//!   pauses) and the first-match SLA policy pick (docs/sla.md).
+//!   pauses), the first-match SLA policy pick, and `track`, which every
+//!   ticket writer calls to keep a ticket's clocks and warn/breach jobs
+//!   true; `sla::jobs` runs those jobs in the scheduler (docs/sla.md).
 //! - `stats`: PURE response metrics per ticket (open time to first response
 //!   and resolution, SLA outcome) and the `stats` report's aggregator.
 //! - `schedule`: the durable scheduler (reminders, wake-ups, reports, digest).

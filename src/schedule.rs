@@ -128,6 +128,8 @@ pub fn run_job(
             if woke {
                 t.status = Status::Active;
             }
+            let sla = crate::sla::track::track(&mut t, false, cfg, now);
+            crate::deliver::write_jobs(tx, &mut t, &sla.cancel, &sla.schedule, now)?;
             tx.put_ticket(&t)?;
             Ok(if woke {
                 Fired::Sent(0)
@@ -243,10 +245,11 @@ pub async fn run(
                 })
                 .await;
             let late = now.duration_since(job.due).as_secs();
-            let ticket = match &job.kind {
-                JobKind::Reminder { ticket, .. } | JobKind::Wake { ticket } => ticket.to_string(),
-                _ => "-".into(),
-            };
+            let ticket = job
+                .kind
+                .ticket()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into());
             match res {
                 Ok(Fired::Sent(n)) => {
                     tracing::info!(job = job.id, kind = kind_name(&job.kind), ticket = %ticket, mails = n, late_s = late, "fired");

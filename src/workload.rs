@@ -115,7 +115,10 @@ pub fn refill(
                 Ok(fx) => fx,
                 Err(_) => break,
             };
-            let p = plan(&mut t, fx, cfg);
+            let mut p = plan(&mut t, fx, cfg);
+            let sla = crate::sla::track::track(&mut t, false, cfg, now);
+            p.cancel.extend(sla.cancel);
+            p.schedule.extend(sla.schedule);
             write_jobs(tx, &mut t, &p.cancel, &p.schedule, now)?;
             let by = format!(
                 "auto-distribution ({}, a place came free)",

@@ -1079,6 +1079,7 @@ fn print_show(v: &serde_json::Value) {
                 .unwrap_or("nobody")
         );
     }
+    println!("  {:<13} {}", "sla", crate::sla::text::line(&v["sla"]));
     for k in ["tags", "watchers"] {
         let list: Vec<&str> = v[k]
             .as_array()
@@ -1209,6 +1210,9 @@ fn explain(
     }
     if let Some(owner) = v["owner"].as_str() {
         println!("owner:          {owner}");
+    }
+    if !v["sla"].is_null() {
+        println!("sla:            {}", crate::sla::text::line(&v["sla"]));
     }
     match v["routing_trace"].as_str() {
         Some(trace) => {

@@ -337,6 +337,13 @@ pub fn explain(
         "priority": d.ticket.as_ref().map(|t| t.priority.clone()),
         "tags": d.ticket.as_ref().map(|t| t.tags.clone()).unwrap_or_default(),
         "assignee": d.ticket.as_ref().and_then(|t| t.assignee.clone()),
+        "sla": d.ticket.as_ref().map(|t| serde_json::json!({
+            "policy": t.sla.policy,
+            "first_response_due": t.sla.first_response_due,
+            "resolution_due": t.sla.resolution_due,
+            "first_response_at": t.sla.first_response_at,
+            "breaches": t.sla.breaches.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        })),
     }))
 }
 

@@ -279,8 +279,23 @@ pub fn decide(
     decide_with(p, env, cfg, view, now, &Context::default())
 }
 
-/// [`decide`] with what was learnt outside the transaction.
+/// [`decide`] with what was learnt outside the transaction. The SLA
+/// clocks of every ticket it changes are brought up to date here, so
+/// delivery, `explain` and import see the same due times and jobs.
 pub fn decide_with(
+    p: &Parsed,
+    env: &Envelope,
+    cfg: &Config,
+    view: &dyn View,
+    now: Timestamp,
+    ctx: &Context,
+) -> Result<Decision> {
+    let mut d = decide_untracked(p, env, cfg, view, now, ctx)?;
+    crate::sla::track::track_decision(&mut d, cfg, now, ctx.history);
+    Ok(d)
+}
+
+fn decide_untracked(
     p: &Parsed,
     env: &Envelope,
     cfg: &Config,

@@ -162,7 +162,7 @@ fn mail(
 
 /// [`mail`] to several recipients at once, all in To.
 #[allow(clippy::too_many_arguments)]
-fn mail_to(
+pub(super) fn mail_to(
     kind: &str,
     t: &Ticket,
     cfg: &Config,
@@ -212,7 +212,7 @@ fn mail_to(
     }
 }
 
-fn render_or(
+pub(super) fn render_or(
     tpl: &Templates,
     lang: &str,
     name: &str,

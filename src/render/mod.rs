@@ -9,6 +9,7 @@
 
 use crate::config::Config;
 pub mod desk;
+pub mod sla;
 
 use crate::ingest::decide::{token, Decision, Intent, LinkSigner};
 use crate::ingest::thread::tokens;
@@ -133,6 +134,26 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         "et",
         "escalated.txt",
         include_str!("../../config/templates/et/escalated.txt"),
+    ),
+    (
+        "en",
+        "sla_warn.txt",
+        include_str!("../../config/templates/en/sla_warn.txt"),
+    ),
+    (
+        "et",
+        "sla_warn.txt",
+        include_str!("../../config/templates/et/sla_warn.txt"),
+    ),
+    (
+        "en",
+        "sla_breach.txt",
+        include_str!("../../config/templates/en/sla_breach.txt"),
+    ),
+    (
+        "et",
+        "sla_breach.txt",
+        include_str!("../../config/templates/et/sla_breach.txt"),
     ),
 ];
 

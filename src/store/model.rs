@@ -250,7 +250,31 @@ pub struct SlaState {
     pub warned: Vec<(SlaTarget, Timestamp)>,
     /// The pending warn and breach jobs of this ticket.
     #[serde(default)]
-    pub jobs: Vec<ScheduledRef>,
+    pub jobs: Vec<SlaJobRef>,
+}
+
+/// A pending SLA job as its ticket remembers it: the job, and the deadline
+/// it is for, so a recompute can tell which jobs still apply without
+/// reading them from the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlaJobRef {
+    pub id: u64,
+    /// When the job runs.
+    pub due: Timestamp,
+    pub target: SlaTarget,
+    /// `true`: the breach job; `false`: the warning.
+    pub breach: bool,
+    /// The deadline it was scheduled for.
+    pub deadline: Timestamp,
+}
+
+impl SlaJobRef {
+    pub fn scheduled(&self) -> ScheduledRef {
+        ScheduledRef {
+            id: self.id,
+            due: self.due,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
