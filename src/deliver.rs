@@ -573,7 +573,10 @@ pub(crate) fn write_jobs(
     }
     for (due, kind) in schedule {
         let r = tx.add_job(*due, kind.clone(), now)?;
-        if matches!(kind, JobKind::Reminder { .. } | JobKind::Wake { .. }) {
+        if matches!(
+            kind,
+            JobKind::Reminder { .. } | JobKind::Wake { .. } | JobKind::AutoClose { .. }
+        ) {
             t.scheduled.push(r);
         }
     }
@@ -692,7 +695,13 @@ pub fn commands_transaction(
                 now,
             ),
             Intent::Taken { to } => desk::taken(to, &t, &cause, cfg, tpl, now),
-            _ => continue,
+            other => {
+                match crate::render::close::render_intent(other, &t, &cause, cfg, tpl, signer, now)
+                {
+                    Some(m) => m,
+                    None => continue,
+                }
+            }
         };
         sent.push(format!("{} to {}", mail.kind, mail.rcpt_to.join(",")));
         tx.index_thread_key(&mail.message_id, t.number)?;
