@@ -230,6 +230,27 @@ fn status_notices_off_send_nothing() {
         !kinds.iter().any(|k| k.starts_with("status-")),
         "no status notice when off: {kinds:?}"
     );
+
+    // With confirm_close the done notice goes anyway (it carries the only
+    // way to confirm); the closed notice still follows its switch.
+    let (sink, d) = start("policy: {confirm_close: true, autoclose_after: 1h}\n");
+    let tok = new_ticket(&d, "q1@cust.test");
+    d.cli_ok(&["ticket", "done", &tok]);
+    let m = wait_mail(&sink, "status-done", CUSTOMER, 1)[0].clone();
+    click(&d, CUSTOMER, &link(&m, "confirm"), "c1@cust.test");
+    assert_eq!(status_of(&d, &tok), "closed");
+    let kinds: Vec<String> = outbox(&d).into_iter().map(|(k, _, _)| k).collect();
+    assert!(
+        !kinds.iter().any(|k| k == "status-closed"),
+        "closed is off: {kinds:?}"
+    );
+    // An unassigned ticket resolved from the CLI: the done notice has no
+    // agent text to quote, and still its links.
+    assert!(
+        m.body_text().contains("has been resolved"),
+        "{}",
+        m.body_text()
+    );
 }
 
 #[test]
