@@ -560,7 +560,7 @@ pub fn explain(
 }
 
 /// Removes cancelled jobs and adds scheduled ones; a ticket remembers its
-/// reminders and wake-ups so done/release can remove them.
+/// reminders, wake-ups and autoclose so done/release/confirm can remove them.
 pub(crate) fn write_jobs(
     tx: &dyn Writes,
     t: &mut Ticket,
