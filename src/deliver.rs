@@ -571,7 +571,7 @@ pub fn explain(
 }
 
 /// Removes cancelled jobs and adds scheduled ones; a ticket remembers its
-/// reminders and wake-ups so done/release can remove them.
+/// reminders, wake-ups and autoclose so done/release/confirm can remove them.
 pub(crate) fn write_jobs(
     tx: &dyn Writes,
     t: &mut Ticket,
@@ -584,7 +584,10 @@ pub(crate) fn write_jobs(
     }
     for (due, kind) in schedule {
         let r = tx.add_job(*due, kind.clone(), now)?;
-        if matches!(kind, JobKind::Reminder { .. } | JobKind::Wake { .. }) {
+        if matches!(
+            kind,
+            JobKind::Reminder { .. } | JobKind::Wake { .. } | JobKind::AutoClose { .. }
+        ) {
             t.scheduled.push(r);
         }
         if let Some(j) = crate::sla::track::job_ref(t, r, kind) {
@@ -709,7 +712,13 @@ pub fn commands_transaction(
                 now,
             ),
             Intent::Taken { to } => desk::taken(to, &t, &cause, cfg, tpl, now),
-            _ => continue,
+            other => {
+                match crate::render::close::render_intent(other, &t, &cause, cfg, tpl, signer, now)
+                {
+                    Some(m) => m,
+                    None => continue,
+                }
+            }
         };
         sent.push(format!("{} to {}", mail.kind, mail.rcpt_to.join(",")));
         tx.index_thread_key(&mail.message_id, t.number)?;

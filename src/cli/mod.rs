@@ -1100,6 +1100,30 @@ fn print_show(v: &serde_json::Value) {
         v.get("replies").and_then(|x| x.as_u64()).unwrap_or(0)
     );
     print_figures(v);
+    if v.get("resolutions").and_then(|x| x.as_u64()).unwrap_or(0) > 0 {
+        println!(
+            "  {:<13} {}",
+            "resolutions",
+            v.get("resolutions").and_then(|x| x.as_u64()).unwrap_or(0)
+        );
+    }
+    if v.get("closed_at").is_some_and(|x| !x.is_null()) {
+        println!("  {:<13} {}", "closed_at", s(v, "closed_at"));
+    }
+    if let Some(r) = v.get("rating").filter(|r| !r.is_null()) {
+        println!(
+            "  {:<13} {} (resolution {}, {})",
+            "rating",
+            s(r, "value"),
+            r.get("resolution").and_then(|x| x.as_u64()).unwrap_or(0),
+            s(r, "at")
+        );
+        if let Some(c) = r.get("comment").and_then(|x| x.as_str()) {
+            for line in c.lines() {
+                println!("  {:<13} {line}", "");
+            }
+        }
+    }
     if let Some(sim) = v
         .get("similar")
         .and_then(|m| m.as_array())

@@ -28,6 +28,8 @@ pub struct TicketJson {
     pub started_at: Timestamp,
     pub ended_at: Option<Timestamp>,
     pub follow_up_of: Option<String>,
+    /// The follow-up a later mail on this done or closed ticket started.
+    pub followed_by: Option<String>,
     pub related: Vec<String>,
     pub message_ids: Vec<String>,
     pub delivery_failures: Vec<crate::store::DeliveryFailure>,
@@ -70,6 +72,8 @@ pub struct RatingJson {
     pub value: String,
     pub comment: Option<String>,
     pub at: Timestamp,
+    /// Which resolution (`resolutions` at the time) was rated.
+    pub resolution: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,6 +169,7 @@ pub fn ticket_json(t: &Ticket, cfg: &Config) -> TicketJson {
         started_at: t.started_at,
         ended_at: t.ended_at,
         follow_up_of: t.follow_up_of.map(|n| token(cfg, n)),
+        followed_by: t.followed_by.map(|n| token(cfg, n)),
         related: t.related.iter().map(|n| token(cfg, *n)).collect(),
         message_ids: t.message_ids.clone(),
         delivery_failures: t.delivery_failures.clone(),
@@ -202,6 +207,7 @@ pub fn ticket_json(t: &Ticket, cfg: &Config) -> TicketJson {
             value: r.value.as_str().to_string(),
             comment: r.comment.clone(),
             at: r.at,
+            resolution: r.resolution,
         }),
     }
 }

@@ -53,6 +53,9 @@ pub enum Action {
     Report,
     /// A routing rule said `drop`: kept as a `deleted` ticket, nothing sent.
     Drop,
+    /// A reply to a rating's confirmation: its text became the rating's
+    /// comment; the ticket's state is unchanged.
+    Comment,
 }
 
 impl Action {
@@ -73,6 +76,7 @@ impl Action {
             Action::Refused => "refused",
             Action::Report => "report",
             Action::Drop => "drop",
+            Action::Comment => "comment",
         }
     }
 }
@@ -108,6 +112,22 @@ pub enum Intent {
     Escalated { to: Vec<String>, group: String },
     /// A canned answer to the customer, in the ticket's thread.
     Answer { to: String, name: String },
+    /// A status notice to the customer (`status_notices`); `resolution`
+    /// is the text the done notice quotes.
+    Status {
+        to: String,
+        notice: crate::workflow::close::StatusNotice,
+        resolution: String,
+    },
+    /// Thanks for a rating; a reply to it adds a comment.
+    Rated { to: String },
+    /// Tell whoever used a customer's link why it did nothing.
+    LinkRefused {
+        to: String,
+        why: Vec<String>,
+        in_reply_to: String,
+        subject: String,
+    },
 }
 
 /// Desk-policy records a decision changes besides the ticket.
@@ -245,6 +265,20 @@ pub struct Context<'a> {
 pub trait LinkSigner: Sync {
     fn sign(&self, action: &str, ticket: u64) -> String;
     fn verify(&self, action: &str, ticket: u64, sig: &str) -> bool;
+    /// A customer's link for resolution `resolution` (`links::CUSTOMER_ACTIONS`).
+    fn sign_resolution(&self, action: &str, ticket: u64, resolution: u32) -> String {
+        self.sign(
+            &crate::workflow::links::resolution_action(action, resolution),
+            ticket,
+        )
+    }
+    fn verify_resolution(&self, action: &str, ticket: u64, resolution: u32, sig: &str) -> bool {
+        self.verify(
+            &crate::workflow::links::resolution_action(action, resolution),
+            ticket,
+            sig,
+        )
+    }
 }
 
 const ACK_WINDOW_SECS: i64 = 3600;
@@ -398,6 +432,13 @@ fn decide_untracked(
             return Ok(d);
         }
     }
+    if class.kind == MailKind::Ordinary && !class.staff {
+        if let Some(d) =
+            super::decide_close::rating_comment(p, &class, cfg, view, target.as_ref(), &base, &own)?
+        {
+            return Ok(d);
+        }
+    }
     follow_up(p, env, &class, cfg, view, now, ctx, target, base, &own)
 }
 
@@ -421,7 +462,7 @@ pub fn plan(t: &mut Ticket, fx: Vec<Effect>, cfg: &Config) -> Plan {
                 p.intents.push(Intent::Notice { to: agent, notice })
             }
             Effect::TellCustomerTaken => {
-                if !t.contact.is_empty() && !is_ours(&t.contact, cfg) && !cfg.is_staff(&t.contact) {
+                if cfg.status_notices.active && reachable_customer(t, cfg) {
                     p.intents.push(Intent::Taken {
                         to: t.contact.clone(),
                     });
@@ -443,6 +484,29 @@ pub fn plan(t: &mut Ticket, fx: Vec<Effect>, cfg: &Config) -> Plan {
                     p.learn = Some((address, customer));
                 }
             }
+            Effect::TellCustomer { notice } => {
+                if notice.enabled(cfg) && reachable_customer(t, cfg) {
+                    p.intents.push(Intent::Status {
+                        to: t.contact.clone(),
+                        notice,
+                        // The agent's last words, when the last mail was
+                        // theirs; a mail that resolves it replaces this
+                        // with its own text.
+                        resolution: if t.last_direction == Direction::Out {
+                            t.last_excerpt.clone()
+                        } else {
+                            String::new()
+                        },
+                    });
+                }
+            }
+            Effect::ScheduleAutoClose { at, resolution } => p.schedule.push((
+                at,
+                JobKind::AutoClose {
+                    ticket: t.number,
+                    resolution,
+                },
+            )),
             Effect::Escalated { group } => {
                 if let Some(g) = cfg.group(&group) {
                     let to: Vec<String> = g
@@ -471,6 +535,11 @@ pub(super) fn plan_effects(t: &mut Ticket, fx: Vec<Effect>, cfg: &Config, d: &mu
     if p.learn.is_some() {
         d.learn = p.learn;
     }
+}
+
+/// A customer address the desk may write to: not ours, not staff.
+fn reachable_customer(t: &Ticket, cfg: &Config) -> bool {
+    !t.contact.is_empty() && !is_ours(&t.contact, cfg) && !cfg.is_staff(&t.contact)
 }
 
 pub(super) fn is_ours(addr: &str, cfg: &Config) -> bool {

@@ -45,6 +45,10 @@ pub(super) fn commands(
     base: &Decision,
     own: &str,
 ) -> Result<Option<Decision>> {
+    // A customer's link (confirm, reopen, rating): signed, not staff.
+    if let Some(d) = super::decide_close::customer_link(p, env, class, cfg, view, now, ctx, base)? {
+        return Ok(Some(d));
+    }
     let tags = tags(env, cfg);
     let sender = class.sender.clone();
     let on_roster = cfg
@@ -327,6 +331,15 @@ pub(super) fn commands(
         }
     }
     d.action = Action::Command;
+    if d.kind == MessageKind::Agent {
+        // The mail that resolved it: the done notice quotes its own words.
+        let text = crate::workflow::close::resolution_text(own);
+        for i in d.intents.iter_mut() {
+            if let Intent::Status { resolution, .. } = i {
+                *resolution = text.clone();
+            }
+        }
+    }
     d.intents
         .extend(watcher_intent(&before, &t, &class.sender, &d.intents));
     t.last_message_at = now;

@@ -118,6 +118,9 @@ fn kinds(d: &Decision) -> Vec<&'static str> {
             Intent::Watchers { .. } => "watchers",
             Intent::Escalated { .. } => "escalated",
             Intent::Answer { .. } => "answer",
+            Intent::Status { .. } => "status",
+            Intent::Rated { .. } => "rated",
+            Intent::LinkRefused { .. } => "link-refused",
         })
         .collect()
 }

@@ -6,6 +6,7 @@
 pub mod classify;
 pub mod customer;
 pub mod decide;
+mod decide_close;
 mod decide_cmd;
 pub mod parse;
 pub mod quote;

@@ -134,7 +134,7 @@ pub fn view(
 
 /// A plain-text mail from the support address.
 #[allow(clippy::too_many_arguments)]
-fn mail(
+pub(crate) fn mail(
     kind: &str,
     t: &Ticket,
     cfg: &Config,
@@ -212,7 +212,7 @@ pub(super) fn mail_to(
     }
 }
 
-pub(super) fn render_or(
+pub(crate) fn render_or(
     tpl: &Templates,
     lang: &str,
     name: &str,

@@ -8,6 +8,7 @@
 //! customer's MIME headers carried over.
 
 use crate::config::Config;
+pub mod close;
 pub mod desk;
 pub mod sla;
 
@@ -154,6 +155,56 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         "et",
         "sla_breach.txt",
         include_str!("../../config/templates/et/sla_breach.txt"),
+    ),
+    (
+        "en",
+        "status_waiting.txt",
+        include_str!("../../config/templates/en/status_waiting.txt"),
+    ),
+    (
+        "et",
+        "status_waiting.txt",
+        include_str!("../../config/templates/et/status_waiting.txt"),
+    ),
+    (
+        "en",
+        "status_done.txt",
+        include_str!("../../config/templates/en/status_done.txt"),
+    ),
+    (
+        "et",
+        "status_done.txt",
+        include_str!("../../config/templates/et/status_done.txt"),
+    ),
+    (
+        "en",
+        "status_closed.txt",
+        include_str!("../../config/templates/en/status_closed.txt"),
+    ),
+    (
+        "et",
+        "status_closed.txt",
+        include_str!("../../config/templates/et/status_closed.txt"),
+    ),
+    (
+        "en",
+        "rated.txt",
+        include_str!("../../config/templates/en/rated.txt"),
+    ),
+    (
+        "et",
+        "rated.txt",
+        include_str!("../../config/templates/et/rated.txt"),
+    ),
+    (
+        "en",
+        "link_refused.txt",
+        include_str!("../../config/templates/en/link_refused.txt"),
+    ),
+    (
+        "et",
+        "link_refused.txt",
+        include_str!("../../config/templates/et/link_refused.txt"),
     ),
 ];
 
@@ -474,7 +525,9 @@ pub fn render_all_with(
         .unwrap_or(d.classification.sender.as_str());
     d.intents
         .iter()
-        .filter(|i| d.ticket.is_some() || matches!(i, Intent::Refusal { .. }))
+        .filter(|i| {
+            d.ticket.is_some() || matches!(i, Intent::Refusal { .. } | Intent::LinkRefused { .. })
+        })
         .map(|i| match i {
             Intent::Ack { to } => ack(to, t, d, p, cfg, tpl, now),
             Intent::Copy { to } => copy(to, t, d, p, cfg, now),
@@ -533,6 +586,28 @@ pub fn render_all_with(
                 tpl,
                 now,
             ),
+            Intent::Status {
+                to,
+                notice,
+                resolution,
+            } => close::status(
+                to,
+                *notice,
+                resolution,
+                t,
+                &d.internal_id,
+                cfg,
+                tpl,
+                signer,
+                now,
+            ),
+            Intent::Rated { to } => close::rated(to, t, cfg, tpl, now),
+            Intent::LinkRefused {
+                to,
+                why,
+                in_reply_to,
+                subject,
+            } => close::link_refused(to, why, in_reply_to, subject, t, cfg, tpl, now),
         })
         .collect()
 }

@@ -52,6 +52,20 @@ pub const ACTIONS: &[&str] = &[
     "rate-bad",
 ];
 
+/// The actions a customer's link carries (in the resolution mail and the
+/// rating confirmation). Their addresses also carry the resolution number
+/// (`support+confirm-12-3-<sig>@`), signed with it, so a link from an
+/// earlier resolution of the same ticket is told apart and refused.
+pub const CUSTOMER_ACTIONS: &[&str] =
+    &["confirm", "reopen", "rate-good", "rate-neutral", "rate-bad"];
+
+/// What a customer action signs in place of the bare action name:
+/// `confirm/r3`. No staff action contains `/`, so a staff link's signature
+/// never verifies as a customer link's, nor the other way round.
+pub fn resolution_action(action: &str, resolution: u32) -> String {
+    format!("{action}/r{resolution}")
+}
+
 /// The key for action-address signatures. Its bytes never leave this
 /// module in printable form: `Debug` shows `Secret(…)` and there is no
 /// `Display`, so a `{:?}` of a struct holding one cannot leak it to logs.
@@ -202,6 +216,39 @@ pub fn action_address(cfg: &Config, secret: &Secret, action: &str, ticket: u64) 
     }
 }
 
+/// The plus-address for a customer's action on resolution `resolution`:
+/// `support+confirm-12-3-<sig>@example.com`.
+pub fn customer_address(
+    cfg: &Config,
+    sig: &str,
+    action: &str,
+    ticket: u64,
+    resolution: u32,
+) -> String {
+    let tag = format!("{action}-{ticket}-{resolution}-{sig}");
+    let support = cfg.support_address();
+    match support.rsplit_once('@') {
+        Some((local, domain)) => format!("{local}+{tag}@{domain}"),
+        None => format!("{support}+{tag}"),
+    }
+}
+
+/// A `mailto:` URL with `subject` for a customer's action address.
+pub fn customer_mailto(
+    cfg: &Config,
+    sig: &str,
+    action: &str,
+    ticket: u64,
+    resolution: u32,
+    subject: &str,
+) -> String {
+    format!(
+        "mailto:{}?subject={}",
+        customer_address(cfg, sig, action, ticket, resolution),
+        percent_encode(subject)
+    )
+}
+
 /// A `mailto:` URL (RFC 6068) for an action address with a subject. The
 /// subject is percent-encoded as UTF-8, spaces as `%20` (never `+`, which
 /// some clients keep literally); the address is left as is, since our
@@ -229,6 +276,15 @@ pub enum PlusTag {
     /// but carries no proof, so it must not be obeyed. A separate variant
     /// (rather than `Other`) so the reply can say what is missing.
     Unsigned { action: &'static str, ticket: u64 },
+    /// `<action>-<N>-<R>-<sig>`: a customer's link for resolution `R`
+    /// (one of [`CUSTOMER_ACTIONS`]); check `sig` against
+    /// [`resolution_action`] before obeying.
+    Customer {
+        action: &'static str,
+        ticket: u64,
+        resolution: u32,
+        sig: String,
+    },
     /// `report`: the sender's own tickets.
     Report,
     /// `report-all`: every agent's.
@@ -261,6 +317,24 @@ pub fn parse_plus_tag(tag: &str) -> PlusTag {
                     ticket,
                     sig: sig.to_string(),
                 };
+            }
+        }
+    }
+    // `<action>-<N>-<R>-<sig>`, customer actions only.
+    if let Some((rest, sig)) = tag.rsplit_once('-') {
+        if let Some((head, r)) = rest.rsplit_once('-') {
+            let r = (!r.is_empty() && r.len() <= 10 && r.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| r.parse::<u32>().ok())
+                .flatten();
+            if let (Some(resolution), Some((action, ticket))) = (r, action_and_ticket(head)) {
+                if !sig.is_empty() && CUSTOMER_ACTIONS.contains(&action) {
+                    return PlusTag::Customer {
+                        action,
+                        ticket,
+                        resolution,
+                        sig: sig.to_string(),
+                    };
+                }
             }
         }
     }
@@ -414,6 +488,106 @@ mod tests {
         assert!(!verify(&s, "take", 12, "0189abcdefghijkl"));
         assert!(!verify(&s, "take", 12, ""));
         assert!(!verify(&s, "take", 12, "ééééééééé"));
+    }
+
+    /// A customer's link, as the resolution mail writes it, read back.
+    fn customer_link(s: &Secret, c: &Config, action: &str, n: u64, r: u32) -> PlusTag {
+        let sig = sign(s, &resolution_action(action, r), n);
+        let a = customer_address(c, &sig, action, n, r);
+        parse_plus_tag(&c.support_tag(&a).unwrap())
+    }
+
+    fn customer_ok(s: &Secret, tag: &PlusTag) -> bool {
+        match tag {
+            PlusTag::Customer {
+                action,
+                ticket,
+                resolution,
+                sig,
+            } => verify(s, &resolution_action(action, *resolution), *ticket, sig),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn customer_links_round_trip_with_their_resolution() {
+        let s = secret();
+        let c = cfg();
+        for action in CUSTOMER_ACTIONS {
+            for (n, r) in [(1u64, 1u32), (12, 3), (u64::MAX, u32::MAX)] {
+                let tag = customer_link(&s, &c, action, n, r);
+                match &tag {
+                    PlusTag::Customer {
+                        action: a,
+                        ticket,
+                        resolution,
+                        ..
+                    } => assert_eq!((*a, *ticket, *resolution), (*action, n, r)),
+                    other => panic!("{action}-{n}-{r}: {other:?}"),
+                }
+                assert!(customer_ok(&s, &tag), "{tag:?}");
+            }
+        }
+        // The staff form of the same words still parses as a staff action.
+        assert!(matches!(
+            parse_plus_tag("reopen-12-abcdefghabcdefgh"),
+            PlusTag::Action {
+                action: "reopen",
+                ticket: 12,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn customer_links_refuse_tampering_stale_resolutions_and_other_actions() {
+        let s = secret();
+        let c = cfg();
+        let PlusTag::Customer { sig, .. } = customer_link(&s, &c, "rate-good", 12, 3) else {
+            panic!("not a customer link");
+        };
+        let with =
+            |action: &'static str, ticket: u64, resolution: u32, sig: &str| PlusTag::Customer {
+                action,
+                ticket,
+                resolution,
+                sig: sig.to_string(),
+            };
+        assert!(customer_ok(&s, &with("rate-good", 12, 3, &sig)));
+        // Edited into another rating, another ticket, another resolution.
+        assert!(!customer_ok(&s, &with("rate-bad", 12, 3, &sig)));
+        assert!(!customer_ok(&s, &with("confirm", 12, 3, &sig)));
+        assert!(!customer_ok(&s, &with("rate-good", 13, 3, &sig)));
+        assert!(!customer_ok(&s, &with("rate-good", 12, 4, &sig)));
+        assert!(!customer_ok(&s, &with("rate-good", 12, 2, &sig)));
+        // A changed character.
+        let mut t = sig.clone().into_bytes();
+        t[0] = if t[0] == b'a' { b'b' } else { b'a' };
+        assert!(!customer_ok(
+            &s,
+            &with("rate-good", 12, 3, &String::from_utf8(t).unwrap())
+        ));
+        // A staff link's signature does not make a customer link, nor the
+        // other way round.
+        let staff = sign(&s, "reopen", 12);
+        assert!(!customer_ok(&s, &with("reopen", 12, 3, &staff)));
+        let cust = sign(&s, &resolution_action("reopen", 3), 12);
+        assert!(!verify(&s, "reopen", 12, &cust));
+        // Customer actions only; no signature is no customer link.
+        assert!(matches!(
+            parse_plus_tag("take-12-3-abcdefghabcdefgh"),
+            PlusTag::Other(_)
+        ));
+        // (`confirm-12-3` reads as a staff link with signature "3", which
+        // then fails to verify.)
+        assert!(!matches!(
+            parse_plus_tag("confirm-12-3"),
+            PlusTag::Customer { .. }
+        ));
+        assert!(matches!(
+            parse_plus_tag("confirm-12-x-abcdefghabcdefgh"),
+            PlusTag::Other(_)
+        ));
     }
 
     #[test]

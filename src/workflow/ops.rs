@@ -46,6 +46,16 @@ pub enum Effect {
     Escalated {
         group: String,
     },
+    /// Tell the customer of a status change, when `status_notices` says so.
+    TellCustomer {
+        notice: super::close::StatusNotice,
+    },
+    /// `policy.confirm_close`: close resolution `resolution` by itself at
+    /// `at` unless the customer confirmed or reopened it first.
+    ScheduleAutoClose {
+        at: Timestamp,
+        resolution: u32,
+    },
 }
 
 /// The roster address an agent name means: an address on the roster, or
@@ -166,11 +176,30 @@ pub fn apply(
             t.status = Status::Done;
             t.ended_at = Some(now);
             t.resolutions = t.resolutions.saturating_add(1);
-            vec![Effect::CancelScheduled]
+            let mut fx = vec![
+                Effect::CancelScheduled,
+                Effect::TellCustomer {
+                    notice: super::close::StatusNotice::Done,
+                },
+            ];
+            if cfg.policy.confirm_close {
+                fx.push(Effect::ScheduleAutoClose {
+                    at: now
+                        .checked_add(cfg.policy.autoclose_after.signed())
+                        .unwrap_or(now),
+                    resolution: t.resolutions,
+                });
+            }
+            fx
         }
         Command::Waiting => {
+            if t.status == Status::Waiting {
+                return Ok(Vec::new());
+            }
             t.status = Status::Waiting;
-            Vec::new()
+            vec![Effect::TellCustomer {
+                notice: super::close::StatusNotice::Waiting,
+            }]
         }
         Command::Snooze { until } => {
             t.status = Status::Snoozed;
@@ -496,7 +525,15 @@ mod tests {
         apply(&mut t, &Command::Take, "alice@example.com", &c, at(1)).unwrap();
         let fx = apply(&mut t, &Command::Done, "alice@example.com", &c, at(2)).unwrap();
         assert_eq!((t.status, t.ended_at), (Status::Done, Some(at(2))));
-        assert_eq!(fx, vec![Effect::CancelScheduled]);
+        assert_eq!(
+            fx,
+            vec![
+                Effect::CancelScheduled,
+                Effect::TellCustomer {
+                    notice: crate::workflow::close::StatusNotice::Done
+                }
+            ]
+        );
         apply(&mut t, &Command::Release, "alice@example.com", &c, at(3)).unwrap();
         assert_eq!(
             (t.status, t.assignee.clone(), t.ended_at),
