@@ -170,10 +170,17 @@ pub fn backup(store: &Store, dir: &Path, by: &str) -> Result<Manifest, Error> {
     File::open(&dump_path)
         .and_then(|f| f.sync_all())
         .map_err(io(&dump_path))?;
+    let (bytes, sha256) = sum_of(&dump_path)?;
+    if bytes != written.bytes {
+        return Err(Error::Bad {
+            path: dump_path,
+            why: format!("{bytes} bytes on disk, {} written", written.bytes),
+        });
+    }
     let mut files = vec![FileSum {
         name: DUMP.to_string(),
-        bytes: written.bytes,
-        sha256: written.sha256.clone(),
+        bytes,
+        sha256,
     }];
     let spool_to = dir.join("spool");
     std::fs::create_dir(&spool_to).map_err(io(&spool_to))?;

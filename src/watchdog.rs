@@ -42,13 +42,21 @@ pub async fn run(store: Store, every: Duration, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stalled = false;
+    let mut progress = store.quiet_progress();
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = tick.tick() => {}
         }
         let probe = tokio::time::timeout(every, store.quiet(|_| ())).await;
+        // A backup holds the committer for a while on a big store; while
+        // its dump reports progress the committer is working, not wedged.
+        let moved = store.quiet_progress() != progress;
+        progress = store.quiet_progress();
         match probe {
+            Err(_) if moved => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
             Ok(Ok(())) => {
                 if stalled {
                     tracing::info!("systemd watchdog: the committer answers again");

@@ -11,7 +11,6 @@
 //! big-endian. The checksum lives in the backup's manifest, not here.
 
 use super::{keys, Error, Quiet, Result};
-use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
@@ -49,13 +48,12 @@ impl Counts {
     }
 }
 
-/// A dump just written: its counts, size and SHA-256 (hex), and the length
-/// of every spool file at the same point.
+/// A dump just written: its counts and size, and the length of every
+/// spool file at the same point.
 #[derive(Debug, Clone)]
 pub struct Written {
     pub counts: Counts,
     pub bytes: u64,
-    pub sha256: String,
     /// `NNNNNNNN.spool` → its length. The spool is append-only, so the
     /// bytes below these lengths no longer change and can be copied once
     /// the committer runs again.
@@ -69,17 +67,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Hashes and counts what goes through it.
-struct Hashing<W> {
+/// Counts what goes through it. (No hashing here: that would lengthen
+/// the time deliveries wait; the caller hashes the file afterwards.)
+struct Counting<W> {
     w: W,
-    h: Sha256,
     n: u64,
 }
 
-impl<W: Write> Write for Hashing<W> {
+impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let k = self.w.write(buf)?;
-        self.h.update(&buf[..k]);
         self.n += k as u64;
         Ok(k)
     }
@@ -109,9 +106,8 @@ pub fn write(q: &Quiet, out: &Path) -> Result<Written> {
         .create_new(true)
         .open(out)
         .map_err(io(out))?;
-    let mut w = Hashing {
+    let mut w = Counting {
         w: BufWriter::with_capacity(1 << 20, file),
-        h: Sha256::new(),
         n: 0,
     };
     let mut counts = Counts::default();
@@ -125,6 +121,9 @@ pub fn write(q: &Quiet, out: &Path) -> Result<Written> {
             let (k, v) = kv?;
             counts.count(&name, &k);
             frame(&mut w, b'R', &[&k, &v]).map_err(io(out))?;
+            if counts.records % 10_000 == 0 {
+                q.progress();
+            }
         }
     }
     w.write_all(b"E").map_err(io(out))?;
@@ -135,7 +134,6 @@ pub fn write(q: &Quiet, out: &Path) -> Result<Written> {
     Ok(Written {
         counts,
         bytes: w.n,
-        sha256: hex(&w.h.finalize()),
         spool,
     })
 }
@@ -274,6 +272,7 @@ mod tests {
             db: &db,
             spool_dir: &spool,
             data_dir: src.path(),
+            progress: None,
         };
         let out = src.path().join("store.dump");
         let w = write(&q, &out).unwrap();

@@ -49,6 +49,20 @@ pub struct Quiet<'a> {
     pub db: &'a sled::Db,
     pub spool_dir: &'a Path,
     pub data_dir: &'a Path,
+    /// Bumped by [`Quiet::progress`]; `None` outside a committer.
+    pub(crate) progress: Option<&'a Inner>,
+}
+
+impl Quiet<'_> {
+    /// A long closure (a backup's dump) says it is still moving: the wedge
+    /// watchdog's clock restarts and the systemd keep-alives go on, so a
+    /// big store's backup is not taken for a wedged committer.
+    pub fn progress(&self) {
+        if let Some(inner) = self.progress {
+            inner.busy_since_ms.store(now_ms(), Ordering::SeqCst);
+            inner.quiet_progress.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Figures from the last batches, for logs, status and benchmarks.
@@ -59,7 +73,7 @@ pub struct CommitStats {
     pub max_batch: usize,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     db: sled::Db,
     tree: sled::Tree,
     data_dir: PathBuf,
@@ -80,6 +94,8 @@ struct Inner {
     busy_since_ms: AtomicU64,
     /// `limits.commit_timeout` in ms (0: no watchdog).
     commit_timeout_ms: AtomicU64,
+    /// How often quiet closures reported progress (`Quiet::progress`).
+    quiet_progress: AtomicU64,
 }
 
 /// Cheap to clone: every clone talks to the same committer.
@@ -147,6 +163,7 @@ impl Store {
             durable_outbox: AtomicU64::new(0),
             busy_since_ms: AtomicU64::new(0),
             commit_timeout_ms: AtomicU64::new(0),
+            quiet_progress: AtomicU64::new(0),
         });
         // Whatever recovery found is on disk.
         inner
@@ -259,6 +276,12 @@ impl Store {
             .await
             .map_err(|_| Error::Closed)
             .and_then(downcast)
+    }
+
+    /// Grows while a quiet closure reports progress (the watchdog's proof
+    /// that a committer busy with a backup is not wedged).
+    pub fn quiet_progress(&self) -> u64 {
+        self.inner.quiet_progress.load(Ordering::SeqCst)
     }
 
     fn send_quiet<T, F>(&self, f: F) -> Result<oneshot::Receiver<AnyBox>>
@@ -648,6 +671,7 @@ fn run_quiet(inner: &Inner, f: QuietFn, reply: oneshot::Sender<AnyBox>) {
         db: &inner.db,
         spool_dir: &inner.spool_dir,
         data_dir: &inner.data_dir,
+        progress: Some(inner),
     };
     let out = f(&q);
     inner.busy_since_ms.store(0, Ordering::SeqCst);
