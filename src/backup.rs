@@ -157,12 +157,13 @@ fn sum_of(path: &Path) -> Result<(u64, String), Error> {
 pub fn backup(store: &Store, dir: &Path, by: &str) -> Result<Manifest, Error> {
     prepare_target(dir)?;
     let dump_path = dir.join(DUMP);
-    let created_at = crate::store::Timestamp::now().to_string();
     let p2 = dump_path.clone();
-    let (written, held) = store.quiet_blocking(move |q| {
+    let (written, held, created_at) = store.quiet_blocking(move |q| {
+        // The snapshot point: between two batches, right here.
+        let at = crate::store::Timestamp::now().to_string();
         let t0 = std::time::Instant::now();
         let w = dump::write(q, &p2);
-        (w, t0.elapsed())
+        (w, t0.elapsed(), at)
     })?;
     let written = written?;
     let held_ms = u64::try_from(held.as_millis()).unwrap_or(u64::MAX);
