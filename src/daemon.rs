@@ -159,6 +159,10 @@ pub async fn run(
         "postdesk ready"
     );
     on_ready(&running);
+    // systemd's WatchdogSec: keep-alives only while the committer answers.
+    if let Some(every) = crate::watchdog::interval_from_env() {
+        tokio::spawn(crate::watchdog::run(store.clone(), every, inner.clone()));
+    }
 
     let settings = Arc::new(session::Settings::from_config(&cfg));
     let handler: Arc<dyn crate::lmtp::Handler> = deliverer;

@@ -36,7 +36,10 @@
 //!   inside the transaction (a freed slot takes the oldest waiting ticket)
 //!   and the per-agent load counters.
 //! - `cli`: the command line (anyhow lives here and in main).
+//! - `backup`: consistent online backup and restore; `watchdog`: systemd
+//!   keep-alives, sent only while the committer answers a probe.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -53,5 +56,6 @@ pub mod shutdown;
 pub mod sla;
 pub mod stats;
 pub mod store;
+pub mod watchdog;
 pub mod workflow;
 pub mod workload;

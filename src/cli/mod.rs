@@ -4,6 +4,7 @@
 //! when none answers, they open the store themselves (sled allows one
 //! process at a time, so both at once is impossible by construction).
 
+pub mod backup;
 pub mod check;
 pub mod export;
 pub mod import;
@@ -114,6 +115,21 @@ pub enum Cmd {
         /// Include each message's raw bytes, base64.
         #[arg(long)]
         raw: bool,
+    },
+    /// A consistent copy of the store, spool and link secret into DIR (new
+    /// or empty) while the daemon keeps delivering; works on a stopped
+    /// daemon's data dir too.
+    Backup {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a backup and restore it as the configured data_dir, which
+    /// must be empty or absent, with no daemon running.
+    Restore {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -361,6 +377,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(&cfg, "warn");
             export::run(&cfg, out.as_deref(), raw)
         }
+        Cmd::Backup { dir, json } => {
+            let cfg = load_config(config_path.as_deref())?;
+            init_logging(&cfg, "warn");
+            backup::backup(&cfg, &dir, json)
+        }
+        Cmd::Restore { dir } => {
+            let cfg = load_config(config_path.as_deref())?;
+            init_logging(&cfg, "warn");
+            backup::restore(&cfg, &dir)
+        }
         Cmd::Rules {
             cmd: RulesCmd::Test { at, to, json },
         } => {
@@ -528,7 +554,7 @@ async fn wait_for_signal() {
 }
 
 /// Asks the daemon; when none runs, answers from the store directly.
-fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
     if let Some(resp) = control::call(&cfg.control_path(), &req)? {
         return match resp {
             Response::Ok(v) => Ok(v),
@@ -575,6 +601,10 @@ fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Value> {
             | Request::OutboxRetry { id }
             | Request::OutboxDrop { id, .. } => bail!(
                 "no outbox entry {id}: the data directory {} holds no store",
+                cfg.data_dir.display()
+            ),
+            Request::Backup { .. } => bail!(
+                "nothing to back up: the data directory {} holds no store",
                 cfg.data_dir.display()
             ),
         };

@@ -86,6 +86,11 @@ pub enum Request {
         id: u64,
         reason: String,
     },
+    /// `backup DIR`: a consistent snapshot into `dir` (absolute; written by
+    /// the daemon's user) while delivery goes on (`crate::backup`).
+    Backup {
+        dir: PathBuf,
+    },
 }
 
 /// Who asks, and what only a running daemon knows.
@@ -170,6 +175,9 @@ pub fn handle(
             outbox::drop_entry(store, cfg, id, &reason, &caller.user)
                 .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
         }
+        Request::Backup { dir } => crate::backup::backup(store, &dir, &caller.user)
+            .map_err(|e| e.to_string())
+            .and_then(|m| serde_json::to_value(m).map_err(|e| e.to_string())),
     };
     match r {
         Ok(v) => Response::Ok(v),

@@ -13,6 +13,7 @@
 //!
 //! Must not: decide anything. Decisions come from `ingest`/`workflow`.
 
+pub mod dump;
 pub mod keys;
 pub mod mem;
 pub mod model;
@@ -21,7 +22,7 @@ mod sled_store;
 pub mod spool;
 
 pub use model::*;
-pub use sled_store::{Store, Tx, FAULT_FILE, STALL_FILE};
+pub use sled_store::{Quiet, Store, Tx, FAULT_FILE, STALL_FILE};
 
 use std::path::PathBuf;
 

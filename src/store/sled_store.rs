@@ -31,6 +31,40 @@ struct CommitJob {
     reply: oneshot::Sender<Result<AnyBox>>,
 }
 
+type QuietFn = Box<dyn FnOnce(&Quiet) -> AnyBox + Send>;
+
+/// What the committer is handed: a write job, or a closure that runs on the
+/// committer thread between batches, with nothing committing meanwhile.
+enum Work {
+    Commit(CommitJob),
+    Quiet(QuietFn, oneshot::Sender<AnyBox>),
+}
+
+/// The store as a [`Store::quiet`] closure sees it: every job answered
+/// before it is committed and synced, and none runs until it returns. So a
+/// walk over the trees and the spool file lengths taken here form one
+/// consistent point (backups), and its running at all shows the ingest
+/// path is not wedged (the systemd watchdog probe).
+pub struct Quiet<'a> {
+    pub db: &'a sled::Db,
+    pub spool_dir: &'a Path,
+    pub data_dir: &'a Path,
+    /// Bumped by [`Quiet::progress`]; `None` outside a committer.
+    pub(crate) progress: Option<&'a Inner>,
+}
+
+impl Quiet<'_> {
+    /// A long closure (a backup's dump) says it is still moving: the wedge
+    /// watchdog's clock restarts and the systemd keep-alives go on, so a
+    /// big store's backup is not taken for a wedged committer.
+    pub fn progress(&self) {
+        if let Some(inner) = self.progress {
+            inner.busy_since_ms.store(now_ms(), Ordering::SeqCst);
+            inner.quiet_progress.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Figures from the last batches, for logs, status and benchmarks.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CommitStats {
@@ -39,12 +73,12 @@ pub struct CommitStats {
     pub max_batch: usize,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     db: sled::Db,
     tree: sled::Tree,
     data_dir: PathBuf,
     spool_dir: PathBuf,
-    jobs: Mutex<Option<mpsc::UnboundedSender<CommitJob>>>,
+    jobs: Mutex<Option<mpsc::UnboundedSender<Work>>>,
     stats: Mutex<CommitStats>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Below this many free bytes on the data dir's filesystem a batch is
@@ -60,6 +94,8 @@ struct Inner {
     busy_since_ms: AtomicU64,
     /// `limits.commit_timeout` in ms (0: no watchdog).
     commit_timeout_ms: AtomicU64,
+    /// How often quiet closures reported progress (`Quiet::progress`).
+    quiet_progress: AtomicU64,
 }
 
 /// Cheap to clone: every clone talks to the same committer.
@@ -127,6 +163,7 @@ impl Store {
             durable_outbox: AtomicU64::new(0),
             busy_since_ms: AtomicU64::new(0),
             commit_timeout_ms: AtomicU64::new(0),
+            quiet_progress: AtomicU64::new(0),
         });
         // Whatever recovery found is on disk.
         inner
@@ -182,7 +219,7 @@ impl Store {
         {
             let guard = self.inner.jobs.lock().map_err(|_| Error::Closed)?;
             let sender = guard.as_ref().ok_or(Error::Closed)?;
-            sender.send(job).map_err(|_| Error::Closed)?;
+            sender.send(Work::Commit(job)).map_err(|_| Error::Closed)?;
         }
         let out = rx.await.map_err(|_| Error::Closed)??;
         out.downcast::<T>()
@@ -206,12 +243,60 @@ impl Store {
         {
             let guard = self.inner.jobs.lock().map_err(|_| Error::Closed)?;
             let sender = guard.as_ref().ok_or(Error::Closed)?;
-            sender.send(job).map_err(|_| Error::Closed)?;
+            sender.send(Work::Commit(job)).map_err(|_| Error::Closed)?;
         }
         let out = rx.blocking_recv().map_err(|_| Error::Closed)??;
         out.downcast::<T>()
             .map(|b| *b)
             .map_err(|_| Error::Other("committer returned the wrong type".into()))
+    }
+
+    /// Runs `f` on the committer thread between batches: everything
+    /// answered before it is committed and synced, nothing commits while it
+    /// runs (so keep it short: deliveries wait, and the wedge watchdog
+    /// counts it as a batch). Blocking: call it off the async workers.
+    pub fn quiet_blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Quiet) -> T + Send + 'static,
+    {
+        self.send_quiet(f)?
+            .blocking_recv()
+            .map_err(|_| Error::Closed)
+            .and_then(downcast)
+    }
+
+    /// Async form of [`Store::quiet_blocking`].
+    pub async fn quiet<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Quiet) -> T + Send + 'static,
+    {
+        self.send_quiet(f)?
+            .await
+            .map_err(|_| Error::Closed)
+            .and_then(downcast)
+    }
+
+    /// Grows while a quiet closure reports progress (the watchdog's proof
+    /// that a committer busy with a backup is not wedged).
+    pub fn quiet_progress(&self) -> u64 {
+        self.inner.quiet_progress.load(Ordering::SeqCst)
+    }
+
+    fn send_quiet<T, F>(&self, f: F) -> Result<oneshot::Receiver<AnyBox>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Quiet) -> T + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let f: QuietFn = Box::new(move |q| Box::new(f(q)) as AnyBox);
+        let guard = self.inner.jobs.lock().map_err(|_| Error::Closed)?;
+        let sender = guard.as_ref().ok_or(Error::Closed)?;
+        sender
+            .send(Work::Quiet(f, reply))
+            .map_err(|_| Error::Closed)?;
+        Ok(rx)
     }
 
     /// Stops taking jobs and waits until the committer has committed and
@@ -424,6 +509,12 @@ impl Store {
     }
 }
 
+fn downcast<T: 'static>(b: AnyBox) -> Result<T> {
+    b.downcast::<T>()
+        .map(|b| *b)
+        .map_err(|_| Error::Other("committer returned the wrong type".into()))
+}
+
 fn flatten<T>(r: std::result::Result<T, TransactionError<Error>>) -> Result<T> {
     match r {
         Ok(v) => Ok(v),
@@ -444,16 +535,33 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 
 fn committer(
     inner: Arc<Inner>,
-    mut rx: mpsc::UnboundedReceiver<CommitJob>,
+    mut rx: mpsc::UnboundedReceiver<Work>,
     mut spool: Spool,
     db_file: File,
 ) {
     let mut batch: Vec<CommitJob> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+    // A quiet closure met while filling a batch waits for that batch to be
+    // committed, synced and answered, and runs before the next one.
+    let mut quiet: Option<(QuietFn, oneshot::Sender<AnyBox>)> = None;
+    loop {
+        if let Some((f, reply)) = quiet.take() {
+            run_quiet(&inner, f, reply);
+        }
+        match rx.blocking_recv() {
+            None => break,
+            Some(Work::Quiet(f, reply)) => {
+                run_quiet(&inner, f, reply);
+                continue;
+            }
+            Some(Work::Commit(first)) => batch.push(first),
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(j) => batch.push(j),
+                Ok(Work::Commit(j)) => batch.push(j),
+                Ok(Work::Quiet(f, reply)) => {
+                    quiet = Some((f, reply));
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -555,6 +663,19 @@ fn committer(
             std::process::exit(75);
         }
     }
+}
+
+fn run_quiet(inner: &Inner, f: QuietFn, reply: oneshot::Sender<AnyBox>) {
+    inner.busy_since_ms.store(now_ms(), Ordering::SeqCst);
+    let q = Quiet {
+        db: &inner.db,
+        spool_dir: &inner.spool_dir,
+        data_dir: &inner.data_dir,
+        progress: Some(inner),
+    };
+    let out = f(&q);
+    inner.busy_since_ms.store(0, Ordering::SeqCst);
+    let _ = reply.send(out);
 }
 
 /// Brings a store written by an older postdesk to the current key layout.
