@@ -86,6 +86,17 @@ pub enum Request {
         id: u64,
         reason: String,
     },
+    /// `forget ADDRESS`: the right to erasure (src/erase.rs); logged with
+    /// the socket peer's user.
+    Forget {
+        address: String,
+    },
+    /// `export --person ADDRESS`: the right of access.
+    ExportPerson {
+        address: String,
+    },
+    /// `retention run`: the `policy.retention` sweep now.
+    RetentionRun,
 }
 
 /// Who asks, and what only a running daemon knows.
@@ -168,6 +179,20 @@ pub fn handle(
             .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string())),
         Request::OutboxDrop { id, reason } => {
             outbox::drop_entry(store, cfg, id, &reason, &caller.user)
+                .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
+        }
+        Request::Forget { address } => crate::erase::forget(store, cfg, &address, &caller.user)
+            .map_err(|e| e.to_string())
+            .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string())),
+        Request::ExportPerson { address } => {
+            crate::erase::export_person(store, cfg, &address, &caller.user)
+                .map_err(|e| e.to_string())
+                .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
+        }
+        Request::RetentionRun => {
+            tracing::info!(by = %caller.user, "retention sweep asked for");
+            crate::retention::sweep(store, cfg, Timestamp::now())
+                .map_err(|e| e.to_string())
                 .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
         }
     };
@@ -396,6 +421,7 @@ async fn serve_one(
                     | Request::TicketSet { .. }
                     | Request::TicketMerge { .. }
                     | Request::OutboxRetry { .. }
+                    | Request::Forget { .. }
             );
             // Reads scan the store: keep them off the async workers.
             let resp = tokio::task::spawn_blocking(move || {

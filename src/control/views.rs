@@ -101,6 +101,9 @@ pub struct MessageJson {
     pub excerpt: String,
     pub rule: Option<String>,
     pub received_at: Option<Timestamp>,
+    /// Set when `policy.retention` erased the raw bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_erased: Option<Timestamp>,
 }
 
 impl From<MessageRecord> for MessageJson {
@@ -115,6 +118,7 @@ impl From<MessageRecord> for MessageJson {
             excerpt: m.excerpt,
             rule: Some(m.rule),
             received_at: Some(m.received_at),
+            raw_erased: m.raw_erased,
         }
     }
 }
@@ -132,6 +136,7 @@ impl From<OutboxEntry> for MessageJson {
             excerpt: format!("{} ({:?})", e.kind, e.state).to_lowercase(),
             rule: None,
             received_at: Some(e.created_at),
+            raw_erased: None,
         }
     }
 }
