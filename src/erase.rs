@@ -36,6 +36,8 @@ use std::path::Path;
 pub enum Error {
     #[error("{0:?} is not a mail address (local@domain, no spaces)")]
     BadAddress(String),
+    #[error("{0} is the desk's own address: forget erases a person, and every stored mail names this one")]
+    DeskAddress(String),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error("the desk's secret {path}: {source}")]
@@ -323,6 +325,9 @@ type Loc = (u32, u64);
 /// leaves the store-rewrite mark (pass 3 happens at the next open).
 pub fn forget(store: &Store, cfg: &Config, address: &str, by: &str) -> Result<Forgotten, Error> {
     let address = normalise(address)?;
+    if cfg.support_tag(&address).is_some() {
+        return Err(Error::DeskAddress(address));
+    }
     let pseudo = pseudonym(&cfg.data_dir, &address)?;
     let data_dir = store.data_dir().to_path_buf();
     let spool_dir = data_dir.join("spool");

@@ -481,3 +481,29 @@ fn retention_anonymises_expired_tickets_only() {
     assert!(!contains_bytes(&store, b"Question number 1"));
     assert!(contains_bytes(&store, b"Question number 2"));
 }
+
+/// Refusals say why: the desk's own address, something not an address,
+/// a sweep with no retention set.
+#[test]
+fn refusals_say_why() {
+    let sink = Sink::start_blocking();
+    let d = Daemon::start(sink.port(), "");
+    for (args, why) in [
+        (vec!["forget", "support@example.com"], "desk's own address"),
+        (
+            vec!["forget", "support+billing@example.com"],
+            "desk's own address",
+        ),
+        (vec!["forget", "not an address"], "is not a mail address"),
+        (
+            vec!["export", "--person", "nobody"],
+            "is not a mail address",
+        ),
+        (vec!["retention", "run"], "policy.retention is not set"),
+    ] {
+        let out = d.cli(&args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+}

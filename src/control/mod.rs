@@ -189,6 +189,9 @@ pub fn handle(
                 .map_err(|e| e.to_string())
                 .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
         }
+        Request::RetentionRun if cfg.policy.retention.is_none() => {
+            Err("policy.retention is not set: there is nothing to sweep".to_string())
+        }
         Request::RetentionRun => {
             tracing::info!(by = %caller.user, "retention sweep asked for");
             crate::retention::sweep(store, cfg, Timestamp::now())
