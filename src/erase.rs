@@ -485,6 +485,18 @@ pub fn forget(store: &Store, cfg: &Config, address: &str, by: &str) -> Result<Fo
         .iter()
         .map(|e| e.id)
         .collect();
+    // A pending mail whose body is one of their own messages (a team copy
+    // of it) would now carry zeros: it goes with them.
+    let own_bodies: BTreeSet<u64> = store
+        .outbox_where(|e| {
+            e.state == OutboxState::Pending
+                && e.body
+                    .as_ref()
+                    .is_some_and(|(r, _)| own.contains(&(r.file, r.offset)))
+        })?
+        .iter()
+        .map(|e| e.id)
+        .collect();
     let keys = store.thread_keys_where(|id| scrub.id_reveals(id))?;
     out.thread_keys = keys.len();
     out.outbox = outbox_ids.len();
@@ -515,7 +527,7 @@ pub fn forget(store: &Store, cfg: &Config, address: &str, by: &str) -> Result<Fo
                 new.head = Vec::new();
                 new.body = None;
             }
-            if e.state == OutboxState::Pending && to_them {
+            if e.state == OutboxState::Pending && (to_them || own_bodies.contains(id)) {
                 new.state = OutboxState::Dropped;
                 new.dropped = Some(Dropped {
                     at: now,

@@ -184,11 +184,18 @@ pub fn sweep(store: &Store, cfg: &Config, now: Timestamp) -> Result<Swept, crate
     let numbers: std::collections::HashSet<u64> =
         expired_tickets.iter().map(|t| t.number).collect();
     let mut outbox_of: HashMap<u64, Vec<u64>> = HashMap::new();
+    // Raw messages a pending mail still sends from (a copy's body): kept
+    // until it has gone, erased by a later sweep.
+    let mut in_flight: std::collections::HashSet<(u32, u64)> = Default::default();
     for e in store.outbox_where(|e| {
-        e.ticket.is_some_and(|n| numbers.contains(&n))
-            && e.state != OutboxState::Pending
-            && (!e.head.is_empty() || e.body.is_some())
+        e.ticket.is_some_and(|n| numbers.contains(&n)) && (!e.head.is_empty() || e.body.is_some())
     })? {
+        if e.state == OutboxState::Pending {
+            if let Some((r, _)) = &e.body {
+                in_flight.insert((r.file, r.offset));
+            }
+            continue;
+        }
         if let Some(n) = e.ticket {
             outbox_of.entry(n).or_default().push(e.id);
         }
@@ -198,6 +205,7 @@ pub fn sweep(store: &Store, cfg: &Config, now: Timestamp) -> Result<Swept, crate
         let todo: Vec<(u32, MessageRecord)> = entries
             .into_iter()
             .filter(|(_, m)| m.raw_erased.is_none() || (anonymise && !m.subject.is_empty()))
+            .filter(|(_, m)| !in_flight.contains(&(m.raw.file, m.raw.offset)))
             .collect();
         let outbox = outbox_of.remove(&t.number).unwrap_or_default();
         let anon_todo = anonymise && !is_anonymised(&t);

@@ -507,3 +507,47 @@ fn refusals_say_why() {
         assert!(err.contains(why), "{args:?}: {err}");
     }
 }
+
+/// Mail still waiting to go when she is forgotten: the ack to her and the
+/// team's copy of her mail (whose body is her erased message) are dropped
+/// with who ran `forget`, and never sent once the relay works again.
+#[test]
+fn pending_mail_to_or_from_the_forgotten_person_is_dropped() {
+    let sink = Sink::start_blocking();
+    sink.set_mode(common::sink::Mode::TempFail);
+    let d = Daemon::start(sink.port(), "");
+    d.deliver_ok(MARI, &mari_first());
+    d.deliver_ok(JAAN, &jaan_mail());
+    let pending = |d: &Daemon| -> Vec<Value> {
+        json(&d.cli_ok(&["outbox", "list", "--state", "all", "--json"]))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually(10, "four entries queued", || pending(&d).len() == 4);
+    d.cli_ok(&["forget", MARI]);
+    let all = pending(&d);
+    let dropped: Vec<&Value> = all.iter().filter(|e| e["state"] == "dropped").collect();
+    assert_eq!(dropped.len(), 2, "{all:#?}");
+    for e in &dropped {
+        assert_eq!(e["ticket"], "SUP-1", "{e}");
+        assert_eq!(e["dropped"]["by"], me(), "{e}");
+    }
+    assert!(all
+        .iter()
+        .filter(|e| e["ticket"] == "SUP-2")
+        .all(|e| e["state"] == "pending"));
+    sink.set_mode(common::sink::Mode::Accept);
+    eventually(20, "Jaan's mail goes out", || {
+        of_kind(&sink, "ack")
+            .iter()
+            .any(|m| m.rcpt_to == vec![JAAN.to_string()])
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        sink.messages()
+            .iter()
+            .all(|m| m.header("X-Postdesk-Ticket").as_deref() != Some("SUP-1")),
+        "nothing about her went out"
+    );
+}
