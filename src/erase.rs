@@ -353,22 +353,22 @@ pub fn forget(store: &Store, cfg: &Config, address: &str, by: &str) -> Result<Fo
             }
         }
     })?;
-    let scrub = Scrub {
-        address: address.clone(),
-        pseudonym: pseudo.clone(),
-        names,
-    };
     let mut own: BTreeSet<Loc> = BTreeSet::new();
+    let mut own_refs: Vec<crate::store::SpoolRef> = Vec::new();
     let mut messages: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
     // Where each stored record's bytes are, and the check it holds.
     let mut by_loc: HashMap<Loc, Vec<(u64, u32, u64)>> = HashMap::new();
+    // Records are picked by the address alone; names are only replaced in
+    // what the address already picked (a first name alone would hit
+    // other people's mail).
     store.for_each_message(|t, seq, m| {
         let loc = (m.raw.file, m.raw.offset);
         by_loc.entry(loc).or_default().push((t, seq, m.raw.check));
-        if scrub.is_self(&m.from) {
+        if probe.is_self(&m.from) {
             own.insert(loc);
+            own_refs.push(m.raw);
         }
-        if scrub.is_self(&m.from) || scrub.message(&m) != m {
+        if probe.is_self(&m.from) || probe.message(&m) != m {
             messages.entry(t).or_default().push(seq);
         }
         Ok(())
@@ -377,12 +377,31 @@ pub fn forget(store: &Store, cfg: &Config, address: &str, by: &str) -> Result<Fo
     let mut apart_checks: HashMap<Loc, u64> = HashMap::new();
     for (_, m) in &apart {
         apart_checks.insert((m.raw.file, m.raw.offset), m.raw.check);
-        if scrub.is_self(&m.from) {
+        if probe.is_self(&m.from) {
             own.insert((m.raw.file, m.raw.offset));
+            own_refs.push(m.raw);
         }
     }
+    // The display names they wrote under, from their own mail.
+    for r in &own_refs {
+        let Ok(raw) = spool::read_unchecked(&spool_dir, r) else {
+            continue;
+        };
+        let p = crate::ingest::parse::parse(&raw);
+        if let Some(a) = p.from.as_ref().filter(|a| probe.is_self(&a.email)) {
+            if let Some(n) = a.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+                names.insert(n.to_string());
+            }
+        }
+    }
+    let scrub = Scrub {
+        address: address.clone(),
+        pseudonym: pseudo.clone(),
+        names,
+    };
 
     // ---- pass 1: the spool, in place ----
+    let addr_needles = raw_needles(&address, &BTreeSet::new());
     let needles = raw_needles(&address, &scrub.names);
     let mut checks: HashMap<Loc, u64> = HashMap::new();
     spool::walk(&spool_dir, |at, bytes| {
@@ -392,7 +411,8 @@ pub fn forget(store: &Store, cfg: &Config, address: &str, by: &str) -> Result<Fo
             (zeros != bytes).then_some(zeros)
         } else {
             let mut b = bytes.to_vec();
-            (mask(&mut b, &needles) > 0).then_some(b)
+            let named = addr_needles.iter().any(|n| !find_ci(bytes, n).is_empty());
+            (named && mask(&mut b, &needles) > 0).then_some(b)
         };
         let check = match &new {
             Some(b) => spool::overwrite(&spool_dir, at, b)?,
@@ -472,12 +492,12 @@ pub fn forget(store: &Store, cfg: &Config, address: &str, by: &str) -> Result<Fo
     // Messages kept apart, outbox entries, index entries: one transaction.
     let apart_nums: Vec<u64> = apart
         .iter()
-        .filter(|(_, m)| scrub.message(m) != *m || checks.contains_key(&(m.raw.file, m.raw.offset)))
+        .filter(|(_, m)| probe.message(m) != *m || checks.contains_key(&(m.raw.file, m.raw.offset)))
         .map(|(n, _)| *n)
         .collect();
     let outbox_ids: Vec<u64> = store
         .outbox_where(|e| {
-            scrub.outbox(e) != *e
+            probe.outbox(e) != *e
                 || e.body
                     .as_ref()
                     .is_some_and(|(r, _)| checks.contains_key(&(r.file, r.offset)))
