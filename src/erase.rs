@@ -817,6 +817,97 @@ mod tests {
         assert!(!s.mentions("nothing here"));
     }
 
+    fn ticket(n: u64, contact: &str) -> Ticket {
+        serde_json::from_value(serde_json::json!({
+            "number": n, "status": "active", "assignee": null,
+            "started_at": "2026-11-23T09:00:00Z", "ended_at": null,
+            "subject": "Printer", "description": "it jams", "contact": contact,
+            "contact_name": "Mari Tamm", "customer": null, "notified": false,
+            "reopened": false, "replies": 1, "last_direction": "out",
+            "last_message_at": "2026-11-23T09:00:00Z", "follow_up_of": null,
+            "followed_by": null, "related": [], "message_ids": ["m1@cust.test"],
+            "participants": [contact, "alice@example.com"],
+            "delivery_failures": [], "language": "en"
+        }))
+        .unwrap()
+    }
+
+    fn record(from: &str, to: &str, raw: crate::store::SpoolRef) -> MessageRecord {
+        serde_json::from_value(serde_json::json!({
+            "message_id": format!("{from}-id"), "internal_id": format!("{from}-id"),
+            "ticket": 1, "kind": "customer", "from": from, "to": [to], "cc": [],
+            "subject": "Printer", "date": null, "received_at": "2026-11-23T09:00:00Z",
+            "excerpt": "x", "rule": "new", "content_hash": from, "queue_id": null,
+            "raw": raw, "problems": []
+        }))
+        .unwrap()
+    }
+
+    /// A `forget` stopped after the spool pass (bytes overwritten, records
+    /// not yet) is finished by running it again: the checks are set from
+    /// the bytes as they are, so every remaining record reads back.
+    #[test]
+    fn an_interrupted_forget_run_again_leaves_every_record_readable() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            data_dir: d.path().to_path_buf(),
+            ..Default::default()
+        };
+        let store = Store::open(d.path()).unwrap();
+        let own = b"From: Mari Tamm <mari.tamm@cust.test>\r\n\r\nit jams\r\n".to_vec();
+        let reply = b"From: alice@example.com\r\nTo: mari.tamm@cust.test\r\n\r\nfixed\r\n".to_vec();
+        store
+            .commit_blocking(Some(std::sync::Arc::new(own.clone())), |tx, r| {
+                tx.put_ticket(&ticket(1, "mari.tamm@cust.test"))?;
+                tx.put_message(
+                    1,
+                    1,
+                    &record("mari.tamm@cust.test", "support@example.com", r.unwrap()),
+                )
+            })
+            .unwrap();
+        store
+            .commit_blocking(Some(std::sync::Arc::new(reply.clone())), |tx, r| {
+                tx.put_message(
+                    1,
+                    2,
+                    &record("alice@example.com", "mari.tamm@cust.test", r.unwrap()),
+                )
+            })
+            .unwrap();
+        // The spool pass of a first run, and nothing after it.
+        let spool_dir = d.path().join("spool");
+        let needles = raw_needles("mari.tamm@cust.test", &BTreeSet::new());
+        spool::walk(&spool_dir, |at, bytes| {
+            let mut b = bytes.to_vec();
+            if bytes == own.as_slice() {
+                b = vec![0; b.len()];
+            } else {
+                mask(&mut b, &needles);
+            }
+            spool::overwrite(&spool_dir, at, &b).map(|_| ())
+        })
+        .unwrap();
+        let before = store.message_entries(1).unwrap();
+        assert!(
+            store.read_raw(&before[1].1.raw).is_err(),
+            "the stale check shows"
+        );
+
+        let out = forget(&store, &cfg, "mari.tamm@cust.test", "tester").unwrap();
+        assert_eq!((out.messages_erased, out.messages_redacted), (1, 1));
+        let after = store.message_entries(1).unwrap();
+        assert_eq!(after.len(), 1);
+        let raw = store.read_raw(&after[0].1.raw).unwrap();
+        assert_eq!(raw.len(), reply.len());
+        assert!(String::from_utf8_lossy(&raw).contains("To: xxxx.xxxx@xxxx.xxxx"));
+        assert_eq!(after[0].1.to, vec![out.pseudonym.clone()]);
+        let t = store.ticket(1).unwrap().unwrap();
+        assert_eq!(t.contact, out.pseudonym);
+        assert_eq!((t.contact_name, t.description.as_str()), (None, ""));
+        store.close();
+    }
+
     #[test]
     fn bad_addresses_are_refused() {
         for a in ["", "mari", "a b@c", "@x", "x@", "<a@b>", "a@b@c"] {
