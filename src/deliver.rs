@@ -341,6 +341,7 @@ pub fn apply(
         queue_id: p.queue_id.clone(),
         raw,
         problems: p.problems.clone(),
+        raw_erased: None,
     };
     tx.put_stored_ids(&p.message_id, &d.stored_ids)?;
     write_desk(tx, d)?;

@@ -45,6 +45,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod deliver;
+pub mod erase;
 pub mod ingest;
 pub mod lmtp;
 pub mod outbox;

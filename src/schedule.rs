@@ -194,6 +194,9 @@ pub async fn run(
         if let Err(e) = ensure_digest(&store, &cfg).await {
             tracing::warn!(error = %e, "digest not scheduled");
         }
+        if let Err(e) = crate::retention::ensure_job(&store, &cfg).await {
+            tracing::warn!(error = %e, "retention sweep not scheduled");
+        }
     }
     loop {
         if shutdown.is_set() {
@@ -233,6 +236,22 @@ pub async fn run(
                     continue;
                 }
             };
+            if job.kind == JobKind::Retention {
+                // The sweep scans and writes the spool: before the job's
+                // own transaction, which only takes it and plans the next.
+                let (s, c) = (store.clone(), cfg.clone());
+                let swept = tokio::task::spawn_blocking(move || {
+                    crate::retention::sweep(&s, &c, now).map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+                if let Err(e) = swept {
+                    tracing::warn!(error = %e, job = job.id, "retention sweep failed; retrying later");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
             let signer2 = signer.clone();
             let j = job.clone();
             let res = store

@@ -76,6 +76,16 @@ pub fn run(cfg: &Config, out: Option<&Path>, raw: bool) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+/// `export --person`: the document, pretty, to stdout or `FILE`.
+pub fn write_person(out: Option<&Path>, v: &serde_json::Value) -> anyhow::Result<()> {
+    write_to(out, |w| {
+        serde_json::to_writer_pretty(&mut *w, v)?;
+        w.write_all(b"\n")?;
+        Ok(Counts::default())
+    })?;
+    Ok(())
+}
+
 /// Runs `f` on stdout, or on `FILE.tmp` renamed to `FILE` once complete and
 /// synced: a reader (or a backup job) never sees half an export.
 fn write_to(

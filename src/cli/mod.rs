@@ -115,6 +115,11 @@ pub enum Cmd {
         /// Include each message's raw bytes, base64.
         #[arg(long)]
         raw: bool,
+        /// Everything stored about one person (right of access), as one
+        /// JSON document; through the daemon when it runs. Logged with who
+        /// ran it.
+        #[arg(long, value_name = "ADDRESS")]
+        person: Option<String>,
     },
     /// A consistent copy of the store, spool and link secret into DIR (new
     /// or empty) while the daemon keeps delivering; works on a stopped
@@ -131,6 +136,25 @@ pub enum Cmd {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Erase a person (right to erasure): their messages, their address in
+    /// every ticket, message and outbox record, their index entries; then
+    /// the store is rewritten so no old copy stays on disk (at once
+    /// without a daemon, else at its next start). Logged with who ran it.
+    Forget {
+        /// The person's mail address.
+        address: String,
+    },
+    /// policy.retention (docs/operations.md#retention).
+    Retention {
+        #[command(subcommand)]
+        cmd: RetentionCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCmd {
+    /// Run the retention sweep now (it also runs daily by itself).
+    Run,
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,7 +396,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(&cfg, "warn");
             import::run(&cfg, cmd)
         }
-        Cmd::Export { out, raw } => {
+        Cmd::Export {
+            out,
+            raw: _,
+            person: Some(address),
+        } => {
+            let cfg = load_config(config_path.as_deref())?;
+            // Logged with who ran it: on the store directly, to this terminal.
+            init_logging(&cfg, "info");
+            let v = ask(&cfg, Request::ExportPerson { address })?;
+            export::write_person(out.as_deref(), &v)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Export {
+            out,
+            raw,
+            person: None,
+        } => {
             let cfg = load_config(config_path.as_deref())?;
             init_logging(&cfg, "warn");
             export::run(&cfg, out.as_deref(), raw)
@@ -386,6 +426,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load_config(config_path.as_deref())?;
             init_logging(&cfg, "warn");
             backup::restore(&cfg, &dir)
+        }
+        Cmd::Forget { address } => {
+            let cfg = load_config(config_path.as_deref())?;
+            init_logging(&cfg, "info");
+            forget(&cfg, &address)
+        }
+        Cmd::Retention {
+            cmd: RetentionCmd::Run,
+        } => {
+            let cfg = load_config(config_path.as_deref())?;
+            init_logging(&cfg, "info");
+            let v = ask(&cfg, Request::RetentionRun)?;
+            println!(
+                "retention: {} tickets, {} messages erased, {} sent mails, {} anonymised",
+                v["tickets"], v["messages"], v["outbox"], v["anonymised"]
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Rules {
             cmd: RulesCmd::Test { at, to, json },
@@ -597,6 +654,12 @@ pub(crate) fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Valu
             Request::Status => crate::control::status::status(None, cfg, None, Timestamp::now())
                 .map_err(|e| anyhow!(e)),
             Request::OutboxList { .. } => Ok(serde_json::json!([])),
+            Request::Forget { .. } | Request::ExportPerson { .. } | Request::RetentionRun => {
+                bail!(
+                    "the data directory {} holds no store: nothing is stored about anyone",
+                    cfg.data_dir.display()
+                )
+            }
             Request::OutboxShow { id }
             | Request::OutboxRetry { id }
             | Request::OutboxDrop { id, .. } => bail!(
@@ -627,6 +690,46 @@ pub(crate) fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Valu
     };
     store.close();
     out
+}
+
+/// `forget`: through the daemon (the store rewrite then waits for its
+/// next start), or on the store directly and rewritten at once.
+fn forget(cfg: &Config, address: &str) -> anyhow::Result<ExitCode> {
+    crate::erase::normalise(address)?;
+    let req = Request::Forget {
+        address: address.to_string(),
+    };
+    let v = match control::call(&cfg.control_path(), &req)? {
+        Some(Response::Ok(v)) => v,
+        Some(Response::Err(e)) => bail!(e),
+        None => {
+            if !cfg.data_dir.join("store").exists() {
+                bail!(
+                    "the data directory {} holds no store: nothing is stored about anyone",
+                    cfg.data_dir.display()
+                );
+            }
+            let by = crate::control::outbox::current_user();
+            serde_json::to_value(crate::erase::forget_offline(cfg, address, &by)?)?
+        }
+    };
+    println!(
+        "forgot {address} as {}: {} tickets, {} own messages erased, {} other messages redacted, {} raw messages overwritten, {} outbox entries ({} pending dropped), {} thread keys",
+        s(&v, "pseudonym"),
+        v["tickets"],
+        v["messages_erased"],
+        v["messages_redacted"],
+        v["raw_overwritten"],
+        v["outbox"],
+        v["outbox_dropped"],
+        v["thread_keys"]
+    );
+    if s(&v, "rewrite") == "done" {
+        println!("store rewritten: no earlier copy remains on disk");
+    } else {
+        println!("store rewrite pending: it runs at the daemon's next start (restart it to finish the erasure on disk)");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ticket(cmd: TicketCmd, cfg: &Config) -> anyhow::Result<ExitCode> {

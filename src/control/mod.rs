@@ -91,6 +91,17 @@ pub enum Request {
     Backup {
         dir: PathBuf,
     },
+    /// `forget ADDRESS`: the right to erasure (src/erase.rs); logged with
+    /// the socket peer's user.
+    Forget {
+        address: String,
+    },
+    /// `export --person ADDRESS`: the right of access.
+    ExportPerson {
+        address: String,
+    },
+    /// `retention run`: the `policy.retention` sweep now.
+    RetentionRun,
 }
 
 /// Who asks, and what only a running daemon knows.
@@ -178,6 +189,23 @@ pub fn handle(
         Request::Backup { dir } => crate::backup::backup(store, &dir, &caller.user)
             .map_err(|e| e.to_string())
             .and_then(|m| serde_json::to_value(m).map_err(|e| e.to_string())),
+        Request::Forget { address } => crate::erase::forget(store, cfg, &address, &caller.user)
+            .map_err(|e| e.to_string())
+            .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string())),
+        Request::ExportPerson { address } => {
+            crate::erase::export_person(store, cfg, &address, &caller.user)
+                .map_err(|e| e.to_string())
+                .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
+        }
+        Request::RetentionRun if cfg.policy.retention.is_none() => {
+            Err("policy.retention is not set: there is nothing to sweep".to_string())
+        }
+        Request::RetentionRun => {
+            tracing::info!(by = %caller.user, "retention sweep asked for");
+            crate::retention::sweep(store, cfg, Timestamp::now())
+                .map_err(|e| e.to_string())
+                .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
+        }
     };
     match r {
         Ok(v) => Response::Ok(v),
@@ -404,6 +432,7 @@ async fn serve_one(
                     | Request::TicketSet { .. }
                     | Request::TicketMerge { .. }
                     | Request::OutboxRetry { .. }
+                    | Request::Forget { .. }
             );
             // Reads scan the store: keep them off the async workers.
             let resp = tokio::task::spawn_blocking(move || {

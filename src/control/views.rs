@@ -105,6 +105,9 @@ pub struct MessageJson {
     pub excerpt: String,
     pub rule: Option<String>,
     pub received_at: Option<Timestamp>,
+    /// Set when `policy.retention` erased the raw bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_erased: Option<Timestamp>,
 }
 
 impl From<MessageRecord> for MessageJson {
@@ -119,6 +122,7 @@ impl From<MessageRecord> for MessageJson {
             excerpt: m.excerpt,
             rule: Some(m.rule),
             received_at: Some(m.received_at),
+            raw_erased: m.raw_erased,
         }
     }
 }
@@ -136,6 +140,7 @@ impl From<OutboxEntry> for MessageJson {
             excerpt: format!("{} ({:?})", e.kind, e.state).to_lowercase(),
             rule: None,
             received_at: Some(e.created_at),
+            raw_erased: None,
         }
     }
 }

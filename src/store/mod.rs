@@ -18,6 +18,7 @@ pub mod keys;
 pub mod mem;
 pub mod model;
 pub mod policy_keys;
+pub mod rewrite;
 mod sled_store;
 pub mod spool;
 

@@ -558,6 +558,10 @@ pub struct MessageRecord {
     pub queue_id: Option<String>,
     pub raw: SpoolRef,
     pub problems: Vec<String>,
+    /// When the raw bytes were erased (`policy.retention`); the record
+    /// stays, `raw` then points at zeros of the same length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_erased: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]

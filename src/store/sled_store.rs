@@ -129,6 +129,8 @@ impl Store {
         let db_dir = data_dir.join("store");
         let spool_dir = data_dir.join("spool");
         create_private_dir(&spool_dir)?;
+        // An erasure left stale copies in sled's segments: rewrite first.
+        super::rewrite::compact_if_pending(data_dir)?;
         let db = sled::Config::new()
             .path(&db_dir)
             // Measured: 64 MiB holds RSS near 46 MiB at no cost in speed.
@@ -1345,6 +1347,147 @@ impl Store {
             tx.put(keys::COUNTS_BUILT.to_vec(), vec![1])
         })?;
         Ok(true)
+    }
+}
+
+// ---- erasure (`forget`, `policy.retention`: src/erase.rs, src/retention.rs):
+// the scans run outside transactions, the writes inside, by key ----
+
+impl Store {
+    /// Every message record of every ticket as (ticket, seq, record), one
+    /// at a time in key order.
+    pub fn for_each_message(
+        &self,
+        mut f: impl FnMut(u64, u32, MessageRecord) -> Result<()>,
+    ) -> Result<()> {
+        for kv in self.inner.tree.scan_prefix(keys::MESSAGE) {
+            let (k, v) = kv?;
+            let tail = k.get(keys::MESSAGE.len()..).unwrap_or(&[]);
+            let (Some(t), Some(seq)) = (
+                tail.get(..8).and_then(keys::be_u64),
+                tail.get(8..12)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes),
+            ) else {
+                continue;
+            };
+            let m = decode(&v).map_err(|why| Error::Corrupt {
+                key: format!("{k:?}"),
+                why,
+            })?;
+            f(t, seq, m)?;
+        }
+        Ok(())
+    }
+
+    /// One ticket's messages with their sequence numbers.
+    pub fn message_entries(&self, ticket: u64) -> Result<Vec<(u32, MessageRecord)>> {
+        let mut out = Vec::new();
+        for kv in self.inner.tree.scan_prefix(keys::messages_of(ticket)) {
+            let (k, v) = kv?;
+            let seq = k
+                .get(k.len().saturating_sub(4)..)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .unwrap_or(0);
+            out.push((
+                seq,
+                decode(&v).map_err(|why| Error::Corrupt {
+                    key: format!("{k:?}"),
+                    why,
+                })?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Messages kept apart, with their numbers.
+    pub fn apart_entries(&self) -> Result<Vec<(u64, MessageRecord)>> {
+        let mut out = Vec::new();
+        for kv in self.inner.tree.scan_prefix(keys::APART) {
+            let (k, v) = kv?;
+            let n = k
+                .get(keys::APART.len()..)
+                .and_then(keys::be_u64)
+                .unwrap_or(0);
+            out.push((
+                n,
+                decode(&v).map_err(|why| Error::Corrupt {
+                    key: format!("{k:?}"),
+                    why,
+                })?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Thread keys (Message-IDs) `keep` accepts, as stored (lossy UTF-8).
+    pub fn thread_keys_where(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for kv in self.inner.tree.scan_prefix(keys::THREAD_KEY) {
+            let (k, _) = kv?;
+            let id = String::from_utf8_lossy(k.get(keys::THREAD_KEY.len()..).unwrap_or(&[]));
+            if keep(&id) {
+                out.push(id.into_owned());
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Tx<'_> {
+    /// Rewrites a message kept apart in place (erasure).
+    pub fn put_apart_at(&self, n: u64, m: &MessageRecord) -> Result<()> {
+        self.put(keys::apart(n), encode(m))
+    }
+
+    pub fn apart_at(&self, n: u64) -> Result<Option<MessageRecord>> {
+        self.get(&keys::apart(n))
+    }
+
+    /// Moves a thread key to another id, with its ticket and stored ids
+    /// (`stored` rewrites the stored ids; `new_id` `None` removes the key).
+    pub fn move_thread_key(
+        &self,
+        old_id: &str,
+        new_id: Option<&str>,
+        stored: impl Fn(StoredIds) -> StoredIds,
+    ) -> Result<()> {
+        let key = keys::thread_key(old_id);
+        let Some(v) = self.t.get(&key).map_err(tx_err)? else {
+            return Ok(());
+        };
+        self.del(key)?;
+        let Some(new_id) = new_id else {
+            return Ok(());
+        };
+        let (ticket, ids) = keys::split_thread_value(&v);
+        let ids = if ids.is_empty() {
+            Vec::new()
+        } else {
+            match decode::<StoredIds>(ids) {
+                Ok(s) => encode(&stored(s)),
+                Err(_) => ids.to_vec(),
+            }
+        };
+        self.put(
+            keys::thread_key(new_id),
+            keys::thread_value(ticket.unwrap_or(0), &ids),
+        )
+    }
+
+    /// Removes what is keyed by an address: ack times, learned customer,
+    /// similar-ticket entry (exact key and lower-cased).
+    pub fn forget_address_keys(&self, address: &str) -> Result<()> {
+        let lower = address.trim().to_ascii_lowercase();
+        for a in [address, lower.as_str()] {
+            self.del(keys::acks(a))?;
+            self.del(keys::learned(a))?;
+        }
+        self.del(super::policy_keys::similar(
+            super::SimilarBy::Contact,
+            &lower,
+        ))
     }
 }
 

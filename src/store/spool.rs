@@ -158,6 +158,103 @@ pub fn read(dir: &Path, r: &SpoolRef) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Reads a spooled message back without checking it: erasure re-reads
+/// bytes it may already have overwritten (a `forget` interrupted between
+/// the spool and the store is run again).
+pub fn read_unchecked(dir: &Path, r: &SpoolRef) -> Result<Vec<u8>> {
+    let path = file_name(dir, r.file);
+    let f = File::open(&path).map_err(io(&path))?;
+    let len = usize::try_from(r.len).map_err(|_| Error::Corrupt {
+        key: path.display().to_string(),
+        why: "length does not fit in memory".into(),
+    })?;
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, r.offset).map_err(io(&path))?;
+    Ok(buf)
+}
+
+/// One stored record found by [`walk`]: where its bytes are and how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located {
+    pub file: u32,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Every record of every spool file, in file and offset order, read from
+/// the files alone (the `PDSP` framing), including bytes no record of the
+/// store refers to any more (a crash between append and commit).
+pub fn walk(dir: &Path, mut f: impl FnMut(Located, &[u8]) -> Result<()>) -> Result<()> {
+    let mut files: Vec<u32> = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let name = e.file_name();
+        if let Some(n) = name
+            .to_string_lossy()
+            .strip_suffix(".spool")
+            .and_then(|s| s.parse::<u32>().ok())
+        {
+            files.push(n);
+        }
+    }
+    files.sort_unstable();
+    for n in files {
+        let path = file_name(dir, n);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let mut at = 0usize;
+        while let Some(head) = bytes.get(at..at + 12) {
+            if &head[..4] != MAGIC {
+                // A torn tail from a failed append: nothing after it counts.
+                break;
+            }
+            let mut l = [0u8; 8];
+            l.copy_from_slice(&head[4..12]);
+            let len = u64::from_be_bytes(l);
+            let start = at + 12;
+            let Some(end) = usize::try_from(len).ok().and_then(|l| start.checked_add(l)) else {
+                break;
+            };
+            let Some(body) = bytes.get(start..end) else {
+                break;
+            };
+            f(
+                Located {
+                    file: n,
+                    offset: start as u64,
+                    len,
+                },
+                body,
+            )?;
+            at = end;
+        }
+    }
+    Ok(())
+}
+
+/// Overwrites a stored record's bytes in place with `bytes` of the same
+/// length and syncs the file: every [`SpoolRef`] to it stays valid apart
+/// from its `check`, which is returned. Used by erasure only; the
+/// committer's appends go to the end of the newest file, never here.
+pub fn overwrite(dir: &Path, at: Located, bytes: &[u8]) -> Result<u64> {
+    let path = file_name(dir, at.file);
+    if bytes.len() as u64 != at.len {
+        return Err(Error::Other(format!(
+            "spool overwrite of {}@{}: {} bytes for a record of {}",
+            path.display(),
+            at.offset,
+            bytes.len(),
+            at.len
+        )));
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    f.write_all_at(bytes, at.offset).map_err(io(&path))?;
+    f.sync_data().map_err(io(&path))?;
+    Ok(check_of(bytes))
+}
+
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
@@ -182,5 +279,31 @@ mod tests {
         let mut bad = a;
         bad.check ^= 1;
         assert!(matches!(read(d.path(), &bad), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn walk_finds_every_record_and_overwrite_keeps_the_others() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(d.path()).unwrap();
+        let a = s.append(b"first one").unwrap();
+        let b = s.append(b"second").unwrap();
+        s.sync().unwrap();
+        let mut seen = Vec::new();
+        walk(d.path(), |at, bytes| {
+            seen.push((at, bytes.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1].1, b"second");
+        assert_eq!((seen[0].0.offset, seen[0].0.len), (a.offset, a.len));
+        let check = overwrite(d.path(), seen[0].0, b"XXXXX one").unwrap();
+        assert!(overwrite(d.path(), seen[0].0, b"short").is_err());
+        let mut a2 = a;
+        a2.check = check;
+        assert_eq!(read(d.path(), &a2).unwrap(), b"XXXXX one");
+        assert_eq!(read(d.path(), &b).unwrap(), b"second");
+        assert!(read(d.path(), &a).is_err());
+        assert_eq!(read_unchecked(d.path(), &a).unwrap(), b"XXXXX one");
     }
 }

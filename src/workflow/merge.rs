@@ -223,6 +223,7 @@ mod tests {
                 check: 3,
             },
             problems: vec![],
+            raw_erased: None,
         }
     }
 
