@@ -366,3 +366,46 @@ Date: Mon, 05 Jan 2026 10:30:00 +0000\n\nWe are on it.\n\n"
     assert!(of_kind(&sink, "sla_breach").is_empty());
     assert_eq!(d.show("SUP-1")["sla"]["breached"], false);
 }
+
+#[test]
+fn cli_changes_recompute_and_a_merge_keeps_the_first_response_and_ends_the_merged_clock() {
+    let (sink, d) = start();
+    customer_mail(&d, "c1@cust.test");
+    d.deliver_ok(
+        "juhan@cust.test",
+        &mail("c2@cust.test", "juhan@cust.test", "Scanner", "", "Also."),
+    );
+    d.cli_ok(&["ticket", "set", "SUP-1", "--priority", "high"]);
+    let t = d.show("SUP-1");
+    assert_eq!(t["sla"]["policy"], "urgent");
+    assert_eq!(
+        ts(&t["sla"]["first_response_due"]).duration_since(ts(&t["started_at"])),
+        jiff::SignedDuration::from_secs(3)
+    );
+    // Alice answered the other half: the conversation has its first response.
+    let m = "From: alice@example.com\r\nTo: juhan@cust.test\r\nCc: support@example.com\r\nSubject: Re: Scanner [SUP-2]\r\nIn-Reply-To: <c2@cust.test>\r\nMessage-ID: <c3@example.com>\r\n\r\nOn it.\r\n";
+    d.deliver_ok("alice@example.com", m.as_bytes());
+    let answered = d.show("SUP-2")["sla"]["first_response_at"].clone();
+    assert!(answered.is_string());
+    d.cli_ok(&["ticket", "merge", "SUP-1", "SUP-2"]);
+    let t = d.show("SUP-1");
+    assert_eq!(t["sla"]["first_response_at"], answered);
+    assert!(t["sla"]["first_response_due"].is_null());
+    let gone = d.show("SUP-2");
+    assert_eq!(gone["status"], "closed");
+    assert!(gone["sla"]["first_response_due"].is_null());
+    assert!(gone["sla"]["resolution_due"].is_null());
+    eventually(20, "the survivor's resolution breach", || {
+        !sla_mails(&sink, "sla_breach", "resolution").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // Only the survivor is warned of or breached.
+    let about: Vec<String> = of_kind(&sink, "sla_breach")
+        .iter()
+        .chain(of_kind(&sink, "sla_warn").iter())
+        .filter_map(|m| m.header("X-Postdesk-Ticket"))
+        .collect();
+    assert!(about.iter().all(|t| t == "SUP-1"), "{about:?}");
+    assert!(sla_mails(&sink, "sla_breach", "first response").is_empty());
+    assert_eq!(d.show("SUP-2")["sla"]["breached"], false);
+}

@@ -155,6 +155,12 @@ pub fn merge(
     if s.category.is_none() {
         s.category = m.category.clone();
     }
+    // An answer on either half reached the customer of the conversation.
+    if let Some(at) = m.sla.first_response_at {
+        if s.sla.first_response_at.is_none_or(|s_at| at < s_at) {
+            s.sla.first_response_at = Some(at);
+        }
+    }
     // The conversation is still being worked when the newer half is: the
     // survivor takes its state rather than hiding it in a done ticket or
     // leaving it with nobody.
