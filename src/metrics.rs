@@ -62,9 +62,9 @@ type Owned2 = [(&'static str, String); 2];
 /// Every counter and histogram the daemon updates as it works.
 pub struct Metrics {
     registry: Registry,
-    /// (name as registered, without prefix or unit suffix, unit, type) of
-    /// every family, for [`catalogue`]: an empty labelled family is left
-    /// out of a scrape, but not out of the docs.
+    /// (full name, type) of every registered family, for [`catalogue`]: a
+    /// labelled family with nothing counted yet is left out of a scrape,
+    /// but not out of the docs.
     families: Vec<(String, &'static str)>,
     lmtp_sessions: Counter,
     lmtp_sessions_active: Gauge,
@@ -88,7 +88,7 @@ static METRICS: OnceLock<Metrics> = OnceLock::new();
 impl Metrics {
     fn new() -> Metrics {
         let mut r = Registry::with_prefix("postdesk");
-        let m = Metrics {
+        let mut m = Metrics {
             lmtp_sessions: Counter::default(),
             lmtp_sessions_active: Gauge::default(),
             lmtp_transactions: Family::default(),
@@ -117,10 +117,9 @@ impl Metrics {
             registry: Registry::default(),
             families: Vec::new(),
         };
-        let mut families = Vec::new();
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "lmtp_sessions",
             "LMTP connections accepted",
             None,
@@ -128,7 +127,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "lmtp_sessions_active",
             "LMTP sessions open now",
             None,
@@ -136,7 +135,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "lmtp_transactions",
             "LMTP transactions that reached the end of DATA, by outcome (stored, tempfail, refused)",
             None,
@@ -144,7 +143,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "lmtp_replies",
             "LMTP replies sent, by class (2xx, 3xx, 4xx, 5xx)",
             None,
@@ -152,7 +151,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "messages_delivered",
             "Messages stored, by threading rule and action (the delivered log line)",
             None,
@@ -160,7 +159,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "delivery_duration",
             "Time from the end of DATA to the message being durable or refused",
             Some(Unit::Seconds),
@@ -168,7 +167,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "store_commit_duration",
             "Time one group commit took: its transactions and the fsync",
             Some(Unit::Seconds),
@@ -176,7 +175,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "store_commit_batch_size",
             "Jobs made durable together in one group commit",
             None,
@@ -184,7 +183,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "outbox_queued",
             "Outbox entries written (acks, copies, notices, reminders, ...)",
             None,
@@ -192,7 +191,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "outbox_attempts",
             "Send attempts, by mail kind and result (sent, retry, failed)",
             None,
@@ -200,7 +199,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "scheduler_jobs_fired",
             "Scheduled jobs run, by kind and result (sent, skipped, failed)",
             None,
@@ -208,7 +207,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "scheduler_jobs_late",
             "Scheduled jobs that ran more than 60s after they were due, by kind",
             None,
@@ -216,7 +215,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "scheduler_lateness",
             "How long after its due time a job ran",
             Some(Unit::Seconds),
@@ -224,7 +223,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "sla_breaches",
             "Service-level targets breached, by target",
             None,
@@ -232,7 +231,7 @@ impl Metrics {
         );
         reg(
             &mut r,
-            &mut families,
+            &mut m.families,
             "sla_warnings",
             "Service-level warnings sent before a breach, by target",
             None,
@@ -248,11 +247,8 @@ impl Metrics {
         for c in ["2xx", "3xx", "4xx", "5xx"] {
             m.lmtp_replies.get_or_create(&[("class", c)]).inc_by(0);
         }
-        Metrics {
-            registry: r,
-            families,
-            ..m
-        }
+        m.registry = r;
+        m
     }
 }
 

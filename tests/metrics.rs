@@ -75,10 +75,14 @@ struct MetricsDaemon {
 }
 
 fn start(sink: &Sink) -> MetricsDaemon {
+    start_with(sink, "")
+}
+
+fn start_with(sink: &Sink, extra: &str) -> MetricsDaemon {
     let mport = free_port();
     let sink_port = sink.port();
     let d = Daemon::start_custom(|port, data| {
-        config_yaml(port, data, sink_port, "").replacen(
+        config_yaml(port, data, sink_port, extra).replacen(
             "listen:\n",
             &format!("listen:\n  metrics: \"127.0.0.1:{mport}\"\n"),
             1,
@@ -100,6 +104,20 @@ impl MetricsDaemon {
         );
         assert!(body.ends_with("# EOF\n"), "{body}");
         Scrape::parse(&body)
+    }
+
+    /// A settled scrape once `ready` holds for it. The sender counts an
+    /// attempt just after its result is durable, so the store (and the
+    /// sink) can be a moment ahead of the counters.
+    fn scrape_when(&self, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+        for _ in 0..400 {
+            let s = self.settled_scrape();
+            if ready(&s) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the metrics never got there");
     }
 
     /// A scrape once no LMTP session is open (the harness's readiness
@@ -182,7 +200,11 @@ fn counters_move_by_what_was_delivered() {
         st["outbox"]["pending"] == 0 && !sink.messages().is_empty()
     });
     let sent = sink.messages().len() as f64;
-    let after = m.settled_scrape();
+    let after = m.scrape_when(|s| {
+        s.sum("postdesk_outbox_attempts_total", &[])
+            - before.sum("postdesk_outbox_attempts_total", &[])
+            >= sent
+    });
     let delta = |name: &str, with: &[(&str, &str)]| after.sum(name, with) - before.sum(name, with);
 
     // Six sessions: five deliveries and the refused one.
@@ -316,6 +338,158 @@ fn counters_move_by_what_was_delivered() {
         after.sum(
             "postdesk_build_info",
             &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+}
+
+/// The failure paths: a relay that defers twice then takes the mail, a
+/// relay that refuses, and a store that cannot commit (451).
+#[test]
+fn retries_failures_and_tempfails_are_counted() {
+    let sink = Sink::start_blocking();
+    let m = start(&sink);
+    let d = &m.d;
+    let status = || -> Value {
+        serde_json::from_str(&d.cli_ok(&["status", "--json"])).expect("status json")
+    };
+
+    // Ack and team copy; the relay answers 451 to the first two tries.
+    let before = m.settled_scrape();
+    sink.set_mode(common::sink::Mode::TempFailFirst(2));
+    d.deliver_ok(
+        "cust1@cust.test",
+        &mail("f1@cust.test", "cust1@cust.test", "One", "", "Help."),
+    );
+    sink.wait_for(2, Duration::from_secs(20));
+    common::eventually(20, "outbox drained", || status()["outbox"]["depth"] == 0);
+    let after = m.scrape_when(|s| {
+        s.sum("postdesk_outbox_attempts_total", &[])
+            - before.sum("postdesk_outbox_attempts_total", &[])
+            >= 4.0
+    });
+    let delta = |name: &str, with: &[(&str, &str)]| after.sum(name, with) - before.sum(name, with);
+    assert_eq!(sink.messages().len(), 2);
+    assert_eq!(delta("postdesk_outbox_queued_total", &[]), 2.0);
+    assert_eq!(
+        delta("postdesk_outbox_attempts_total", &[("result", "retry")]),
+        2.0
+    );
+    assert_eq!(
+        delta("postdesk_outbox_attempts_total", &[("result", "sent")]),
+        2.0
+    );
+    assert_eq!(
+        delta("postdesk_outbox_attempts_total", &[("result", "failed")]),
+        0.0
+    );
+
+    // A relay that refuses: both given up at once.
+    let before = after;
+    sink.set_mode(common::sink::Mode::PermFail);
+    d.deliver_ok(
+        "cust2@cust.test",
+        &mail("f2@cust.test", "cust2@cust.test", "Two", "", "Help."),
+    );
+    common::eventually(20, "both failed", || status()["outbox"]["failed"] == 2);
+    let after = m.scrape_when(|s| {
+        s.sum("postdesk_outbox_attempts_total", &[])
+            - before.sum("postdesk_outbox_attempts_total", &[])
+            >= 2.0
+    });
+    let delta = |name: &str, with: &[(&str, &str)]| after.sum(name, with) - before.sum(name, with);
+    assert_eq!(
+        delta("postdesk_outbox_attempts_total", &[("result", "failed")]),
+        2.0
+    );
+    assert_eq!(delta("postdesk_outbox_attempts_total", &[]), 2.0);
+    assert_eq!(
+        delta("postdesk_outbox_entries", &[("state", "failed")]),
+        2.0
+    );
+    assert_eq!(
+        after.sum("postdesk_outbox_entries", &[("state", "pending")]),
+        0.0
+    );
+
+    // The store refuses the commit (the debug fault switch): one 451.
+    let before = after;
+    let fault = d.data_dir().join("fail-commits.debug");
+    std::fs::write(&fault, b"").expect("fault switch");
+    let r = d.deliver(
+        "cust3@cust.test",
+        &["support@example.com"],
+        &mail("f3@cust.test", "cust3@cust.test", "Three", "", "Help."),
+    );
+    std::fs::remove_file(&fault).expect("fault switch off");
+    assert!(r[0].starts_with("451"), "{r:?}");
+    let after = m.settled_scrape();
+    let delta = |name: &str, with: &[(&str, &str)]| after.sum(name, with) - before.sum(name, with);
+    assert_eq!(
+        delta(
+            "postdesk_lmtp_transactions_total",
+            &[("outcome", "tempfail")]
+        ),
+        1.0
+    );
+    assert_eq!(delta("postdesk_lmtp_transactions_total", &[]), 1.0);
+    assert_eq!(
+        delta("postdesk_lmtp_replies_total", &[("class", "4xx")]),
+        1.0
+    );
+    assert_eq!(delta("postdesk_messages_delivered_total", &[]), 0.0);
+    assert_eq!(delta("postdesk_delivery_duration_seconds_count", &[]), 1.0);
+    assert_eq!(delta("postdesk_outbox_queued_total", &[]), 0.0);
+}
+
+/// A reminder due a second after a take fires once: counted by kind and
+/// result, its lateness observed, and nothing left due.
+#[test]
+fn scheduled_jobs_are_counted_when_they_fire() {
+    let sink = Sink::start_blocking();
+    let m = start_with(
+        &sink,
+        "commands:\n  trust: [authentication_results]\n  authserv_id: mx.example.com\npolicy:\n  reminder_after: 1s\n",
+    );
+    let d = &m.d;
+    d.deliver_ok(
+        "cust1@cust.test",
+        &mail("j1@cust.test", "cust1@cust.test", "One", "", "Help."),
+    );
+    let before = m.settled_scrape();
+    // By mail: a delivery that schedules wakes the scheduler at once.
+    common::staff(
+        d,
+        "alice@example.com",
+        "j2@example.com",
+        "Re: One [SUP-1]",
+        "#take\r\n",
+    );
+    common::eventually(20, "the reminder went out", || {
+        sink.messages()
+            .iter()
+            .any(|r| common::kind(r) == "reminder")
+    });
+    let after =
+        m.scrape_when(|s| s.sum("postdesk_outbox_attempts_total", &[("kind", "reminder")]) >= 1.0);
+    let delta = |name: &str, with: &[(&str, &str)]| after.sum(name, with) - before.sum(name, with);
+    assert_eq!(
+        delta(
+            "postdesk_scheduler_jobs_fired_total",
+            &[("kind", "reminder"), ("result", "sent")]
+        ),
+        1.0
+    );
+    assert_eq!(delta("postdesk_scheduler_jobs_fired_total", &[]), 1.0);
+    assert_eq!(delta("postdesk_scheduler_lateness_seconds_count", &[]), 1.0);
+    // Fired within a minute of its time: not late.
+    assert_eq!(delta("postdesk_scheduler_jobs_late_total", &[]), 0.0);
+    assert_eq!(after.one("postdesk_scheduler_jobs_due"), 0.0);
+    assert_eq!(after.one("postdesk_scheduler_oldest_due_age_seconds"), 0.0);
+    assert_eq!(
+        after.sum(
+            "postdesk_outbox_attempts_total",
+            &[("kind", "reminder"), ("result", "sent")]
         ),
         1.0
     );
