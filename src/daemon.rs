@@ -1,5 +1,6 @@
 //! Starts everything `serve` runs and owns its shutdown: the store and its
-//! committer, the LMTP listeners, the outbox sender and the control socket.
+//! committer, the LMTP listeners, the outbox sender, the control socket and
+//! the metrics endpoint (`listen.metrics`).
 //!
 //! Order on shutdown: listeners stop accepting and sessions drain (a commit
 //! in progress finishes and is answered), then the sender and the control
@@ -32,12 +33,16 @@ pub enum Error {
     Secret { path: String, why: String },
     #[error(transparent)]
     Policy(#[from] crate::config::PolicyError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::Error),
 }
 
 /// Handles the caller can use while the daemon runs (tests, signal loop).
 pub struct Running {
     pub deliverer: Arc<Deliverer>,
     pub lmtp_addrs: Vec<String>,
+    /// Where `/metrics` is served, when `listen.metrics` is set.
+    pub metrics_addr: Option<String>,
 }
 
 /// Runs the daemon until `shutdown` fires. `on_ready` is called once every
@@ -77,6 +82,17 @@ pub async fn run(
         lmtp_addrs.push(b.local_addr_string());
         bound.push(b);
     }
+    let metrics_listener = match &cfg.listen.metrics {
+        Some(spec) => {
+            crate::metrics::init();
+            Some(crate::metrics::bind(spec, &cfg.listen).await?)
+        }
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string());
     let control_path = cfg.control_path();
     let control = crate::control::bind(&control_path)?;
 
@@ -130,10 +146,20 @@ pub async fn run(
         inner.clone(),
     ));
     let d2 = deliverer.clone();
+    let started_at = crate::store::Timestamp::now();
+    let metrics_task = metrics_listener.map(|l| {
+        tokio::spawn(crate::metrics::serve(
+            l,
+            store.clone(),
+            started_at,
+            inner.clone(),
+        ))
+    });
     let info = Arc::new(crate::control::status::DaemonInfo {
-        started_at: crate::store::Timestamp::now(),
+        started_at,
         pid: std::process::id(),
         lmtp: lmtp_addrs.clone(),
+        metrics: metrics_addr.clone(),
         control: control_path.clone(),
         activity: deliverer.activity(),
     });
@@ -150,9 +176,11 @@ pub async fn run(
     let running = Running {
         deliverer: deliverer.clone(),
         lmtp_addrs: lmtp_addrs.clone(),
+        metrics_addr: metrics_addr.clone(),
     };
     tracing::info!(
         lmtp = %lmtp_addrs.join(","),
+        metrics = %metrics_addr.as_deref().unwrap_or("off"),
         data_dir = %cfg.data_dir.display(),
         relay = %cfg.outbound.relay,
         version = env!("CARGO_PKG_VERSION"),
@@ -173,6 +201,9 @@ pub async fn run(
     let _ = sender_task.await;
     let _ = scheduler_task.await;
     let _ = control_task.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     store.close();
     tracing::info!(
         batches = store.stats().batches,

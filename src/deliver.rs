@@ -146,9 +146,11 @@ impl Deliverer {
             )
             .await;
             let ms = started.elapsed().as_millis();
+            crate::metrics::delivery_time(started.elapsed());
             match res {
                 Ok(d) => {
                     log_delivered(&parsed, &d, &cfg, ms);
+                    crate::metrics::delivered(d.thread.rule.as_str(), d.action.as_str());
                     self.activity
                         .delivered(&parsed.message_id, &outcome_id(&d, &cfg));
                     if !d.intents.is_empty() || !d.refilled.is_empty() {

@@ -32,6 +32,8 @@
 //! - `schedule`: the durable scheduler (reminders, wake-ups, reports, digest).
 //! - `outbox`: the sender task and its transports (relay, direct, file).
 //! - `control`: the control socket protocol shared by daemon and CLI.
+//! - `metrics`: Prometheus counters bumped along the path, gauges read
+//!   from the store at scrape time, the `listen.metrics` endpoint.
 //! - `deliver`, `daemon`, `shutdown`: wiring; `workload`: distribution
 //!   inside the transaction (a freed slot takes the oldest waiting ticket)
 //!   and the per-agent load counters.
@@ -48,6 +50,7 @@ pub mod deliver;
 pub mod erase;
 pub mod ingest;
 pub mod lmtp;
+pub mod metrics;
 pub mod outbox;
 pub mod policy;
 pub mod render;

@@ -264,6 +264,14 @@ pub async fn run(
                 })
                 .await;
             let late = now.duration_since(job.due).as_secs();
+            let late_by = Duration::from_secs(late.max(0).unsigned_abs());
+            let result = match &res {
+                Ok(Fired::Sent(_)) => "sent",
+                Ok(Fired::Skipped(_)) => "skipped",
+                Ok(Fired::Gone) => "gone",
+                Err(_) => "failed",
+            };
+            crate::metrics::job_fired(kind_name(&job.kind), result, late_by);
             let ticket = job
                 .kind
                 .ticket()

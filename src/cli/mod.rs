@@ -985,6 +985,13 @@ fn print_status(v: &serde_json::Value) {
         joined(&v["listeners"]["lmtp"]),
         if running { "" } else { " (configured)" }
     );
+    if let Some(m) = v["listeners"]["metrics"].as_str() {
+        println!(
+            "  {:<15} http://{m}/metrics{}",
+            "metrics",
+            if running { "" } else { " (configured)" }
+        );
+    }
     let st = &v["store"];
     match st["size_bytes"].as_u64() {
         Some(b) => println!(

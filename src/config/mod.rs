@@ -540,6 +540,13 @@ impl Config {
                 ));
             }
         }
+        if let Some(spec) = &self.listen.metrics {
+            if let Err(e) = crate::metrics::check_spec(spec, &self.listen) {
+                let why = e.to_string();
+                let why = why.strip_prefix("listen.metrics: ").unwrap_or(&why);
+                return Err(bad("listen.metrics", why.to_string()));
+            }
+        }
         if u32::from_str_radix(self.listen.lmtp_socket_mode.trim_start_matches("0o"), 8).is_err() {
             return Err(bad(
                 "listen.lmtp_socket_mode",

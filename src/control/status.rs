@@ -77,6 +77,8 @@ pub struct DaemonInfo {
     pub started_at: Timestamp,
     pub pid: u32,
     pub lmtp: Vec<String>,
+    /// The bound `listen.metrics` address, if serving.
+    pub metrics: Option<String>,
     pub control: PathBuf,
     pub activity: Arc<Activity>,
 }
@@ -100,8 +102,13 @@ pub fn status(
         // Bound addresses while running; the configured ones otherwise.
         "listeners": {
             "lmtp": daemon.map(|d| d.lmtp.clone()).unwrap_or_else(|| cfg.listen.lmtp.clone()),
+            "metrics": match daemon {
+                Some(d) => d.metrics.clone(),
+                None => cfg.listen.metrics.clone(),
+            },
             "control": daemon.map(|d| d.control.clone()).unwrap_or_else(|| cfg.control_path()),
         },
+        "last_delivery_at": activity.last_delivery.as_ref().map(|d| d.at),
         "last_delivery": activity.last_delivery,
         "last_error": activity.last_error,
         "store": {
@@ -129,8 +136,11 @@ pub fn status(
     v["tickets"] = by_status.into();
     let oc = store.outbox_counts().map_err(err)?;
     let oldest = store.outbox_oldest_pending().map_err(err)?;
+    let pending = oc.get(&OutboxState::Pending).copied().unwrap_or(0);
     v["outbox"] = serde_json::json!({
-        "pending": oc.get(&OutboxState::Pending).copied().unwrap_or(0),
+        // What is still to be sent: the pending entries.
+        "depth": pending,
+        "pending": pending,
         "failed": oc.get(&OutboxState::Failed).copied().unwrap_or(0),
         "sent": oc.get(&OutboxState::Sent).copied().unwrap_or(0),
         "dropped": oc.get(&OutboxState::Dropped).copied().unwrap_or(0),

@@ -117,7 +117,7 @@ async fn bind_tcp(spec: &str, listen: &Listen) -> Result<Bound, Error> {
 }
 
 /// `::ffff:127.0.0.1` is loopback too, though `Ipv6Addr::is_loopback` says no.
-fn is_loopback(ip: IpAddr) -> bool {
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => {
@@ -433,6 +433,7 @@ where
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(mut stream: S) {
+    crate::metrics::lmtp_replies(reply::TOO_MANY_SESSIONS.as_bytes());
     let write = async {
         stream
             .write_all(reply::TOO_MANY_SESSIONS.as_bytes())

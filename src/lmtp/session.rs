@@ -102,6 +102,7 @@ pub async fn run_session<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    let _open = crate::metrics::lmtp_session();
     let span = tracing::info_span!("lmtp_session", peer = %peer, session = id);
     Session::new(settings, handler)
         .run(stream, shutdown)
@@ -459,12 +460,14 @@ impl<'a> Session<'a> {
         let size = raw.len();
         match self.handler.deliver(envelope, raw).await {
             Outcome::Stored { id } => {
+                crate::metrics::lmtp_transaction("stored");
                 tracing::debug!(id = %id, size, rcpts = rcpt_to.len(), "message stored");
                 for rcpt in &rcpt_to {
                     push(out, &reply::stored(rcpt, &id));
                 }
             }
             Outcome::TempFail { reason } => {
+                crate::metrics::lmtp_transaction("tempfail");
                 tracing::warn!(reason = %reason, size, "delivery failed, answered 451 to retry");
                 for rcpt in &rcpt_to {
                     push(out, &reply::temp_fail(rcpt));
@@ -492,6 +495,7 @@ impl<'a> Session<'a> {
             ),
         };
         let tx = std::mem::take(&mut self.tx);
+        crate::metrics::lmtp_transaction("refused");
         tracing::warn!(
             from = %tx.mail_from.as_deref().unwrap_or_default(),
             rcpts = tx.rcpt_to.len(),
@@ -604,6 +608,7 @@ async fn send<S: AsyncWrite + Unpin>(
     if bytes.is_empty() {
         return Ok(());
     }
+    crate::metrics::lmtp_replies(bytes);
     let write = async {
         stream.write_all(bytes).await?;
         stream.flush().await

@@ -101,6 +101,17 @@ enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The `result` label of `postdesk_outbox_attempts_total`.
+    fn name(&self) -> &'static str {
+        match self {
+            Outcome::Sent { .. } => "sent",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+}
+
 /// How a send task ended, for the loop's bookkeeping.
 enum TaskEnd {
     Done,
@@ -347,6 +358,7 @@ async fn attempt(
     match recorded {
         Ok(Some(row)) => {
             log_outcome(&row, &outcome, &settings.token_prefix);
+            crate::metrics::outbox_attempt(&row.kind, outcome.name());
             TaskEnd::Done
         }
         Ok(None) => TaskEnd::Done,

@@ -586,6 +586,7 @@ fn committer(
             continue;
         }
         inner.busy_since_ms.store(now_ms(), Ordering::SeqCst);
+        let started = std::time::Instant::now();
         stall_while_asked(&inner.data_dir);
         let mut wrote = false;
         for job in batch.drain(..) {
@@ -630,12 +631,13 @@ fn committer(
             }),
         };
         if durable.is_ok() {
-            inner
-                .durable_outbox
-                .store(last_outbox_id(&inner.tree), Ordering::SeqCst);
+            let last = last_outbox_id(&inner.tree);
+            let before = inner.durable_outbox.swap(last, Ordering::SeqCst);
+            crate::metrics::outbox_queued(last.saturating_sub(before));
         }
         inner.busy_since_ms.store(0, Ordering::SeqCst);
         let n = results.len();
+        crate::metrics::commit_batch(n, started.elapsed());
         if let Ok(mut s) = inner.stats.lock() {
             s.batches += 1;
             s.jobs += n as u64;
