@@ -191,6 +191,38 @@ mod tests {
     }
 
     #[test]
+    fn a_templates_dir_overrides_the_html_and_a_broken_one_leaves_the_text() {
+        let now: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let cfg = cfg();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("en")).unwrap();
+        std::fs::write(
+            dir.path().join("en/digest.html"),
+            "<p>{{ open }} open, {{ title }}</p>",
+        )
+        .unwrap();
+        let tpl = Templates::load(Some(dir.path())).unwrap();
+        let mut t = desk::view_less_ticket(&cfg, now);
+        t.number = 1;
+        t.status = Status::Unassigned;
+        let flow = Flow::new(now, jiff::tz::TimeZone::UTC, None);
+        let m = desk::digest("lead@example.com", &[t.clone()], &cfg, &tpl, &flow, now);
+        let parsed = MessageParser::default().parse(&m.head).unwrap();
+        assert_eq!(
+            parsed.body_html(0).unwrap(),
+            "<p>1 open, Support digest 2026-11-23</p>"
+        );
+        // A template that fails at render time: the mail goes out as text.
+        std::fs::write(dir.path().join("en/digest.html"), "{{ open.nope.deeper }}").unwrap();
+        let tpl = Templates::load(Some(dir.path())).unwrap();
+        let m = desk::digest("lead@example.com", &[t], &cfg, &tpl, &flow, now);
+        let parsed = MessageParser::default().parse(&m.head).unwrap();
+        assert!(parsed.body_text(0).unwrap().contains("Unassigned: 1"));
+        let ct = parsed.root_part().content_type().unwrap();
+        assert_eq!((ct.ctype(), ct.subtype()), ("text", Some("plain")));
+    }
+
+    #[test]
     fn the_boundary_is_the_same_for_the_same_mail() {
         let a = alternative("t".into(), "<p>h</p>".into());
         let b = alternative("t".into(), "<p>h</p>".into());
