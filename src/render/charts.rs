@@ -49,6 +49,9 @@ pub fn bar_px(value: u32, max: u32) -> u32 {
 pub struct Flow {
     zone: TimeZone,
     first: Date,
+    /// Midnight starting `first`: older times skip the zone conversion,
+    /// which is most tickets of a big store.
+    start: Timestamp,
     category: Option<String>,
     created: [u32; DAYS],
     resolved: [u32; DAYS],
@@ -78,9 +81,14 @@ impl Flow {
         let first = today
             .checked_sub(jiff::Span::new().days(DAYS as i64 - 1))
             .unwrap_or(today);
+        let start = first
+            .to_zoned(zone.clone())
+            .map(|z| z.timestamp())
+            .unwrap_or(now);
         Flow {
             zone,
             first,
+            start,
             category: category.map(str::to_string),
             created: [0; DAYS],
             resolved: [0; DAYS],
@@ -103,6 +111,9 @@ impl Flow {
     }
 
     fn day(&self, at: Timestamp) -> Option<usize> {
+        if at < self.start {
+            return None;
+        }
         let d = at.to_zoned(self.zone.clone()).date();
         let i = self.first.until(d).ok()?.get_days();
         usize::try_from(i).ok().filter(|i| *i < DAYS)
@@ -296,6 +307,13 @@ mod tests {
             (d[DAYS - 2].date.as_str(), d[DAYS - 2].created),
             ("2026-11-22", 1)
         );
+        // The window opens at midnight in the zone, 13 days before today.
+        let tallinn = TimeZone::get("Europe/Tallinn").unwrap();
+        let edge = ticket(2, "2026-11-09T22:00:00Z", Status::Active, None);
+        let before = ticket(3, "2026-11-09T21:59:59Z", Status::Active, None);
+        let d = Flow::of(now, tallinn, None, [&edge, &before]).days();
+        assert_eq!((d[0].date.as_str(), d[0].created), ("2026-11-10", 1));
+        assert_eq!(d.iter().map(|x| x.created).sum::<u32>(), 1);
     }
 
     #[test]
