@@ -82,11 +82,66 @@ pub async fn ensure_digest(store: &Store, cfg: &Config) -> Result<(), String> {
 }
 
 /// Runs one job inside one transaction; `tickets` is a fresh read of every
-/// ticket for reports and the digest.
+/// ticket for reports and the digest. Their created/resolved chart counts
+/// `tickets` only; the scheduler uses [`run_job_with`] and a count over
+/// the whole store.
 pub fn run_job(
     tx: &dyn Writes,
     job: &Job,
     tickets: &[crate::store::Ticket],
+    cfg: &Config,
+    tpl: &Templates,
+    signer: Option<&dyn LinkSigner>,
+    now: Timestamp,
+) -> crate::store::Result<Fired> {
+    let flow = crate::render::charts::Flow::of(
+        now,
+        crate::render::charts::desk_zone(cfg),
+        job_category(&job.kind),
+        tickets,
+    );
+    run_job_with(tx, job, tickets, &flow, cfg, tpl, signer, now)
+}
+
+/// The category a report job is about, for its charts.
+fn job_category(k: &JobKind) -> Option<&str> {
+    match k {
+        JobKind::Report { category, .. } => category.as_deref(),
+        _ => None,
+    }
+}
+
+/// Reads what a report or the digest needs in one pass over the store:
+/// the open tickets, and the created/resolved counts of every ticket
+/// (streamed: closed tickets are counted, never held).
+fn read_for_report(
+    store: &Store,
+    kind: &JobKind,
+    cfg: &Config,
+    now: Timestamp,
+) -> crate::store::Result<(Vec<crate::store::Ticket>, crate::render::charts::Flow)> {
+    let mut flow = crate::render::charts::Flow::new(
+        now,
+        crate::render::charts::desk_zone(cfg),
+        job_category(kind),
+    );
+    let mut open = Vec::new();
+    store.for_each_ticket(|t| {
+        flow.add(&t);
+        if t.status.is_open() {
+            open.push(t);
+        }
+    })?;
+    Ok((open, flow))
+}
+
+/// [`run_job`] with the chart counts read beside `tickets`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_job_with(
+    tx: &dyn Writes,
+    job: &Job,
+    tickets: &[crate::store::Ticket],
+    flow: &crate::render::charts::Flow,
     cfg: &Config,
     tpl: &Templates,
     signer: Option<&dyn LinkSigner>,
@@ -154,6 +209,7 @@ pub fn run_job(
                 cfg,
                 tpl,
                 signer,
+                flow,
                 now,
             );
             tx.add_outbox(mail)?;
@@ -162,7 +218,7 @@ pub fn run_job(
         JobKind::Digest => {
             let mut n = 0;
             for lead in &cfg.team.leads {
-                tx.add_outbox(desk::digest(lead, tickets, cfg, tpl, now))?;
+                tx.add_outbox(desk::digest(lead, tickets, cfg, tpl, flow, now))?;
                 n += 1;
             }
             // The next one, once: a digest missed during downtime is sent
@@ -219,17 +275,22 @@ pub async fn run(
         for job in due {
             let (cfg, tpl) = current();
             let needs_tickets = matches!(job.kind, JobKind::Report { .. } | JobKind::Digest);
-            let tickets = if needs_tickets {
+            let read = if needs_tickets {
                 let s = store.clone();
-                // Reports and the digest list open tickets only.
-                tokio::task::spawn_blocking(move || s.tickets_where(|t| t.status.is_open()))
+                let (kind, cfg) = (job.kind.clone(), cfg.clone());
+                // Reports and the digest list open tickets only; their
+                // charts count every ticket of the last days.
+                tokio::task::spawn_blocking(move || read_for_report(&s, &kind, &cfg, now))
                     .await
                     .map_err(|e| crate::store::Error::Other(e.to_string()))
                     .and_then(|r| r)
             } else {
-                Ok(Vec::new())
+                Ok((
+                    Vec::new(),
+                    crate::render::charts::Flow::new(now, jiff::tz::TimeZone::UTC, None),
+                ))
             };
-            let tickets = match tickets {
+            let (tickets, flow) = match read {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(error = %e, job = job.id, "scheduler: cannot read tickets");
@@ -260,7 +321,7 @@ pub async fn run(
                         Some(s) => Some(s.as_ref()),
                         None => None,
                     };
-                    run_job(tx, &j, &tickets, &cfg, &tpl, s, now)
+                    run_job_with(tx, &j, &tickets, &flow, &cfg, &tpl, s, now)
                 })
                 .await;
             let late = now.duration_since(job.due).as_secs();

@@ -3,6 +3,7 @@
 //! is shown to templates through one [`TicketView`], with signed one-click
 //! `mailto:` links when a signer is at hand.
 
+use super::charts::Flow;
 use super::{common_headers, entry, generated_id, Templates};
 use crate::config::Config;
 use crate::ingest::decide::{token, LinkSigner};
@@ -174,6 +175,34 @@ pub(super) fn mail_to(
     auto: &str,
     now: Timestamp,
 ) -> OutboxEntry {
+    mail_parts(
+        kind,
+        t,
+        cfg,
+        to,
+        subject,
+        (body, None),
+        cause,
+        reply_to_ids,
+        auto,
+        now,
+    )
+}
+
+/// [`mail_to`] with an optional HTML alternative beside the text body.
+#[allow(clippy::too_many_arguments)]
+fn mail_parts(
+    kind: &str,
+    t: &Ticket,
+    cfg: &Config,
+    to: &[String],
+    subject: String,
+    (body, html): (String, Option<String>),
+    cause: &str,
+    reply_to_ids: &[String],
+    auto: &str,
+    now: Timestamp,
+) -> OutboxEntry {
     let id = generated_id(cfg, t.number, kind, cause);
     let mut head = Vec::new();
     common_headers(&mut head, kind, t, cfg);
@@ -196,8 +225,11 @@ pub(super) fn mail_to(
         })
         .subject(subject)
         .message_id(MessageId::new(id.clone()))
-        .date(Date::new(now.as_second()))
-        .text_body(body);
+        .date(Date::new(now.as_second()));
+    b = match html {
+        Some(html) => b.body(super::html::alternative(body, html)),
+        None => b.text_body(body),
+    };
     if let Some(last) = reply_to_ids.last() {
         b = b
             .in_reply_to(MessageId::new(last.clone()))
@@ -601,6 +633,7 @@ pub fn report(
     cfg: &Config,
     tpl: &Templates,
     signer: Option<&dyn LinkSigner>,
+    flow: &Flow,
     now: Timestamp,
 ) -> OutboxEntry {
     let lang = &cfg.support.language;
@@ -663,18 +696,60 @@ pub fn report(
     } else {
         format!("{subject} (Re: {})", asked_subject.trim())
     };
-    mail(
+    // The HTML table: the open tickets the report is about (the asker's
+    // own, or everyone's), whatever their open status, and the unassigned.
+    let me = to.to_ascii_lowercase();
+    let open: Vec<&Ticket> = tickets.iter().filter(|t| t.status.is_open()).collect();
+    let rows = open
+        .iter()
+        .filter(|t| {
+            all || t.status == Status::Unassigned || t.assignee.as_deref() == Some(me.as_str())
+        })
+        .map(|t| view(t, cfg, lang, signer, row_actions(t.status), now))
+        .collect();
+    let html = super::html::render(
+        tpl,
+        lang,
+        "report.html",
+        super::html::Input {
+            title: &subject,
+            category,
+            open: &open,
+            rows,
+            roster: &roster(cfg),
+            flow,
+            now,
+        },
+    );
+    mail_parts(
         "report",
         &d,
         cfg,
-        to,
+        &[to.to_string()],
         subject,
-        body,
+        (body, html),
         in_reply_to,
         &[in_reply_to.to_string()],
         "auto-replied",
         now,
     )
+}
+
+/// The one-click links a ticket's row offers in the HTML table.
+fn row_actions(s: Status) -> &'static [&'static str] {
+    match s {
+        Status::Unassigned => &["take", "spam"],
+        Status::Active => &["done", "release"],
+        _ => &[],
+    }
+}
+
+fn roster(cfg: &Config) -> Vec<String> {
+    cfg.team
+        .agents
+        .iter()
+        .map(|a| a.email.to_ascii_lowercase())
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -695,6 +770,7 @@ pub fn digest(
     tickets: &[Ticket],
     cfg: &Config,
     tpl: &Templates,
+    flow: &Flow,
     now: Timestamp,
 ) -> OutboxEntry {
     let lang = &cfg.support.language;
@@ -755,13 +831,28 @@ pub fn digest(
         "The digest could not be rendered; see the postdesk log.\n",
     );
     let d = view_less_ticket(cfg, now);
-    mail(
+    let subject = format!("Support digest {date}");
+    let html = super::html::render(
+        tpl,
+        lang,
+        "digest.html",
+        super::html::Input {
+            title: &subject,
+            category: None,
+            rows: open.iter().map(|t| v(t)).collect(),
+            open: &open,
+            roster: &roster(cfg),
+            flow,
+            now,
+        },
+    );
+    mail_parts(
         "digest",
         &d,
         cfg,
-        to,
-        format!("Support digest {date}"),
-        body,
+        &[to.to_string()],
+        subject,
+        (body, html),
         &format!("digest-{date}-{to}"),
         &[],
         "auto-generated",

@@ -8,8 +8,10 @@
 //! customer's MIME headers carried over.
 
 use crate::config::Config;
+pub mod charts;
 pub mod close;
 pub mod desk;
+pub mod html;
 pub mod sla;
 
 use crate::ingest::decide::{token, Decision, Intent, LinkSigner};
@@ -105,6 +107,26 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         "et",
         "digest.txt",
         include_str!("../../config/templates/et/digest.txt"),
+    ),
+    (
+        "en",
+        "report.html",
+        include_str!("../../config/templates/en/report.html"),
+    ),
+    (
+        "et",
+        "report.html",
+        include_str!("../../config/templates/et/report.html"),
+    ),
+    (
+        "en",
+        "digest.html",
+        include_str!("../../config/templates/en/digest.html"),
+    ),
+    (
+        "et",
+        "digest.html",
+        include_str!("../../config/templates/et/digest.html"),
     ),
     (
         "en",
@@ -862,7 +884,15 @@ mod tests {
         b.category = Some("tech".into());
         b.escalated = None;
         let tpl = Templates::builtin();
-        let dg = desk::digest("lead@example.com", &[a.clone(), b.clone()], &cfg, &tpl, now);
+        let flow = charts::Flow::new(now, jiff::tz::TimeZone::UTC, None);
+        let dg = desk::digest(
+            "lead@example.com",
+            &[a.clone(), b.clone()],
+            &cfg,
+            &tpl,
+            &flow,
+            now,
+        );
         let text = String::from_utf8_lossy(&dg.head).into_owned();
         assert!(text.contains("SUP-1  Invoice  [billing, high]"), "{text}");
         assert!(text.contains("Escalated: 1"), "{text}");
@@ -877,6 +907,7 @@ mod tests {
             &cfg,
             &tpl,
             None,
+            &flow,
             now,
         );
         let text = String::from_utf8_lossy(&rep.head).into_owned();
