@@ -116,6 +116,7 @@ pub async fn run(
     };
     let wake = Arc::new(Notify::new());
     let schedule_wake = Arc::new(Notify::new());
+    let control_schedule_wake = schedule_wake.clone();
     let deliverer = Arc::new(Deliverer::new(
         cfg.clone(),
         templates,
@@ -169,6 +170,7 @@ pub async fn run(
         store.clone(),
         Arc::new(move || d2.current()),
         wake.clone(),
+        control_schedule_wake,
         info,
         inner.clone(),
     ));

@@ -367,14 +367,18 @@ pub fn bind(path: &Path) -> Result<UnixListener, Error> {
 pub type Shared = Arc<dyn Fn() -> (Arc<Config>, Arc<Templates>) + Send + Sync>;
 
 /// Serves requests until shutdown; each connection on its own task.
-/// `outbox` is woken after a request that may have queued mail (ticket
-/// commands: notices, "taken", tickets handed out by distribution).
+/// `outbox` and `schedule` are woken after a request that may have queued
+/// mail or jobs (ticket commands: notices, "taken", reminders, snooze
+/// wake-ups, auto-close, SLA jobs), so a job due soon is not left to the
+/// scheduler's next poll.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     store: Store,
     current: Shared,
     outbox: Arc<tokio::sync::Notify>,
+    schedule: Arc<tokio::sync::Notify>,
     info: Arc<status::DaemonInfo>,
     mut shutdown: Shutdown,
 ) {
@@ -386,9 +390,12 @@ pub async fn serve(
                     let store = store.clone();
                     let current = current.clone();
                     let outbox = outbox.clone();
+                    let schedule = schedule.clone();
                     let info = info.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_one(stream, store, current, outbox, info).await {
+                        if let Err(e) =
+                            serve_one(stream, store, current, outbox, schedule, info).await
+                        {
                             tracing::warn!(error = %e, "control request failed");
                         }
                     });
@@ -408,6 +415,7 @@ async fn serve_one(
     store: Store,
     current: Shared,
     outbox: Arc<tokio::sync::Notify>,
+    schedule: Arc<tokio::sync::Notify>,
     info: Arc<status::DaemonInfo>,
 ) -> Result<(), Error> {
     // The kernel's word on who connected (SO_PEERCRED): what `outbox drop`
@@ -446,6 +454,7 @@ async fn serve_one(
             .unwrap_or_else(|e| Response::Err(format!("request failed: {e}")));
             if writes && matches!(resp, Response::Ok(_)) {
                 outbox.notify_one();
+                schedule.notify_one();
             }
             resp
         }

@@ -79,6 +79,7 @@ pub fn run(
     }
     let mut to = responsible(&t, cfg);
     if breach {
+        crate::metrics::sla_breach(target.as_str());
         t.sla.breaches.push((target, due));
         t.sla.breached = true;
         for l in &cfg.team.leads {
@@ -88,6 +89,7 @@ pub fn run(
             }
         }
     } else {
+        crate::metrics::sla_warning(target.as_str());
         t.sla.warned.push((target, due));
     }
     let sent = if to.is_empty() {

@@ -200,6 +200,9 @@ pub fn run_autoclose(
     let fx = close(&mut t, now);
     let p = plan(&mut t, fx, cfg);
     crate::deliver::write_jobs(tx, &mut t, &p.cancel, &p.schedule, now)?;
+    // Closing ends both SLA clocks: their pending jobs go with it.
+    let sla = crate::sla::track::track(&mut t, false, cfg, now);
+    crate::deliver::write_jobs(tx, &mut t, &sla.cancel, &sla.schedule, now)?;
     let mut intents = p.intents;
     intents.extend(watcher_intent(&before, &t, "postdesk", &intents));
     let cause = format!("autoclose:{}", job.id);
