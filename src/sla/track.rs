@@ -40,6 +40,15 @@ pub fn pausing(s: Status) -> bool {
 /// note, ack or generated mail. Needs no read of the ticket as stored:
 /// the open pause records the status the clock stopped in.
 pub fn track(t: &mut Ticket, first_response: bool, cfg: &Config, now: Timestamp) -> SlaPlan {
+    // Work starts when an agent first holds the ticket active, however it
+    // came to them (take, Reply-All, routing, distribution, refill): the
+    // state machine's take is only one of those paths.
+    if t.work_started_at.is_none()
+        && t.status == crate::store::Status::Active
+        && t.assignee.is_some()
+    {
+        t.work_started_at = Some(now);
+    }
     sync_pauses(t, now);
     if first_response && t.sla.first_response_at.is_none() {
         t.sla.first_response_at = Some(now);

@@ -338,3 +338,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn work_starts_the_first_time_an_agent_holds_it_active_by_any_path() {
+    let c = cfg();
+    let mut t = ticket();
+    track(&mut t, false, &c, at(0));
+    assert_eq!(t.work_started_at, None, "unassigned is not work");
+    // Given by a Reply-All or routing: no state-machine take involved.
+    t.assignee = Some("alice@example.com".into());
+    t.status = Status::Active;
+    track(&mut t, false, &c, at(60));
+    assert_eq!(t.work_started_at, Some(at(60)));
+    // Later holders do not move the start of work.
+    t.status = Status::Unassigned;
+    t.assignee = None;
+    track(&mut t, false, &c, at(90));
+    t.assignee = Some("bob@example.com".into());
+    t.status = Status::Active;
+    track(&mut t, false, &c, at(120));
+    assert_eq!(t.work_started_at, Some(at(60)));
+}
