@@ -107,7 +107,9 @@ pub enum Cmd {
         cmd: OutboxCmd,
     },
     /// Every ticket with its messages as JSON lines (the `ticket show
-    /// --json` shape). Reads the store: stop the daemon first.
+    /// --json` shape; reads the store: stop the daemon first), or with
+    /// `--person` all that is stored about one person (through the daemon
+    /// when it runs).
     Export {
         /// Write here (atomically) instead of stdout.
         #[arg(long, value_name = "FILE")]
@@ -144,7 +146,8 @@ pub enum Cmd {
         /// The person's mail address.
         address: String,
     },
-    /// policy.retention (docs/operations.md#retention).
+    /// The `policy.retention` sweep: raw messages of tickets closed longer
+    /// than `after` are erased (docs/operations.md#retention).
     Retention {
         #[command(subcommand)]
         cmd: RetentionCmd,
