@@ -162,7 +162,12 @@ mod tests {
                     now,
                 ),
             ];
-            for m in mails {
+            // Each page is `_desk.html` with its own footer filled in.
+            let footers: [&str; 2] = match lang {
+                "et" => ["(policy.digest_at oma)", "Tekstiosas on samad"],
+                _ => ["(that of policy.digest_at)", "The text part has the same"],
+            };
+            for (m, footer) in mails.into_iter().zip(footers) {
                 let parsed = MessageParser::default().parse(&m.head).unwrap();
                 let ct = parsed.root_part().content_type().unwrap();
                 assert_eq!(
@@ -181,6 +186,8 @@ mod tests {
                     "{lang}: {html}"
                 );
                 assert!(html.contains("SUP-1") && html.contains("SUP-2"), "{html}");
+                assert!(html.contains(footer), "{lang}: no {footer:?} in {html}");
+                assert!(html.trim_end().ends_with("</html>"), "{lang}: {html}");
                 assert_eq!(
                     parsed.message_id(),
                     Some(m.message_id.as_str()),

@@ -110,6 +110,16 @@ const BUILTIN: &[(&str, &str, &str)] = &[
     ),
     (
         "en",
+        "_desk.html",
+        include_str!("../../config/templates/en/_desk.html"),
+    ),
+    (
+        "et",
+        "_desk.html",
+        include_str!("../../config/templates/et/_desk.html"),
+    ),
+    (
+        "en",
         "report.html",
         include_str!("../../config/templates/en/report.html"),
     ),
