@@ -109,6 +109,21 @@ impl Deliverer {
         }
     }
 
+    /// After a reload changed the SLA policies or calendars: every open
+    /// ticket's due times and warn/breach jobs follow the new config now,
+    /// and the scheduler looks again. Logged; a failure keeps the old jobs
+    /// (each is still checked against the ticket when it fires).
+    pub async fn retrack_sla(&self) {
+        let (cfg, _) = self.current();
+        match crate::sla::track::retrack_open(&self.store, cfg).await {
+            Ok(n) => {
+                tracing::info!(tickets = n, "SLA clocks of open tickets recomputed");
+                self.schedule_wake.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "SLA clocks not recomputed after reload"),
+        }
+    }
+
     /// `rules` must be compiled from `cfg` (`Rules::new`), once per load.
     pub fn replace(&self, cfg: Arc<Config>, templates: Arc<Templates>, rules: Rules) {
         match self.state.write() {

@@ -409,3 +409,44 @@ fn cli_changes_recompute_and_a_merge_keeps_the_first_response_and_ends_the_merge
     assert!(sla_mails(&sink, "sla_breach", "first response").is_empty());
     assert_eq!(d.show("SUP-2")["sla"]["breached"], false);
 }
+
+/// A reload that changes the targets moves the open tickets' due times and
+/// jobs at once: the stricter target breaches without any new mail.
+#[test]
+fn a_reload_with_new_targets_recomputes_open_tickets() {
+    let sink = Sink::start_blocking();
+    let d = Daemon::start(
+        sink.port(),
+        &EXTRA.replace("first_response: 4s", "first_response: 1h"),
+    );
+    customer_mail(&d, "hup1@cust.test");
+    let t = d.show("SUP-1");
+    let started = ts(&t["started_at"]);
+    let due = ts(&t["sla"]["first_response_due"]);
+    assert!(
+        due.duration_since(started) >= jiff::SignedDuration::from_secs(3600),
+        "{due}"
+    );
+    let yaml = std::fs::read_to_string(&d.config).expect("config");
+    std::fs::write(
+        &d.config,
+        yaml.replace("first_response: 1h", "first_response: 4s"),
+    )
+    .expect("rewrite");
+    d.hup();
+    eventually(20, "the recompute after the reload", || {
+        d.log().contains("SLA clocks of open tickets recomputed")
+    });
+    let due = ts(&d.show("SUP-1")["sla"]["first_response_due"]);
+    assert_eq!(
+        due.duration_since(started),
+        jiff::SignedDuration::from_secs(4)
+    );
+    eventually(20, "the breach of the new first-response target", || {
+        sla_mails(&sink, "sla_breach", "first response").len() == 1
+    });
+    // Recorded once, against the new deadline.
+    let sla = d.show("SUP-1")["sla"].clone();
+    assert_eq!(strs(&sla["breaches"]), vec!["first_response"], "{sla}");
+    assert_eq!(sla_mails(&sink, "sla_breach", "first response").len(), 1);
+}

@@ -586,8 +586,12 @@ async fn reload_on_hangup(
                     );
                 }
                 let n = rules.len();
+                let retrack = crate::sla::track::clocks_changed(&old, &cfg);
                 deliverer.replace(std::sync::Arc::new(cfg), std::sync::Arc::new(tpl), rules);
                 tracing::info!(config = %p.display(), rules = n, "SIGHUP: config, templates and routing rules reloaded");
+                if retrack {
+                    deliverer.retrack_sla().await;
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "SIGHUP: reload failed, keeping the running config")

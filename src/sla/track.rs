@@ -274,6 +274,65 @@ pub fn track_decision(
     }
 }
 
+/// Whether a new config can change an existing ticket's clocks: its SLA
+/// policies, calendars, or what picks a policy (customers' categories).
+pub fn clocks_changed(old: &Config, new: &Config) -> bool {
+    old.sla != new.sla
+        || old.calendars != new.calendars
+        || old.loaded_calendars != new.loaded_calendars
+        || old.customers != new.customers
+}
+
+/// Open tickets handed to one transaction when clocks are re-tracked:
+/// small enough that deliveries waiting behind it hardly notice.
+const RETRACK_BATCH: usize = 200;
+
+/// Re-tracks every open ticket under `cfg` after a reload changed the SLA
+/// policies or calendars, so due times and pending warn/breach jobs follow
+/// the new targets at once instead of at each ticket's next write.
+/// Streams the ticket numbers, then commits in small batches; returns how
+/// many tickets changed.
+pub async fn retrack_open(
+    store: &crate::store::Store,
+    cfg: std::sync::Arc<Config>,
+) -> crate::store::Result<usize> {
+    let mut open = Vec::new();
+    store.for_each_ticket(|t| {
+        if t.status.is_open() {
+            open.push(t.number);
+        }
+    })?;
+    let mut changed = 0;
+    for batch in open.chunks(RETRACK_BATCH) {
+        let batch = batch.to_vec();
+        let cfg = cfg.clone();
+        let now = Timestamp::now();
+        changed += store
+            .commit(None, move |tx, _| {
+                let mut n = 0;
+                for &number in &batch {
+                    let Some(mut t) = crate::store::View::ticket(tx, number)? else {
+                        continue;
+                    };
+                    if !t.status.is_open() {
+                        continue;
+                    }
+                    let before = t.clone();
+                    let plan = track(&mut t, false, &cfg, now);
+                    if plan.is_empty() && t == before {
+                        continue;
+                    }
+                    crate::deliver::write_jobs(tx, &mut t, &plan.cancel, &plan.schedule, now)?;
+                    tx.put_ticket(&t)?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+            .await?;
+    }
+    Ok(changed)
+}
+
 #[cfg(test)]
 #[path = "track_tests.rs"]
 mod tests;
