@@ -746,56 +746,30 @@ fn new_ticket(
         d.customer.clone()
     };
     let mut t = Ticket {
-        number,
         status: if staff_started {
             Status::Active
         } else {
             Status::Unassigned
         },
         assignee: staff_started.then(|| class.sender.clone()),
-        started_at: now,
-        ended_at: None,
         subject: clean_subject(&p.subject, &cfg.support.token_prefix),
         description: truncate_chars(own, DESCRIPTION_CHARS),
         contact: contact.clone(),
         contact_name,
         customer: customer.as_ref().map(|c| c.customer.clone()),
-        notified: false,
-        reopened: false,
-        replies: 0,
         last_direction: if class.staff {
             Direction::Out
         } else {
             Direction::In
         },
-        last_message_at: now,
         follow_up_of: follow_of.as_ref().map(|t| t.number),
-        followed_by: None,
         related: d.thread.related.clone(),
-        message_ids: Vec::new(),
-        participants: Vec::new(),
-        delivery_failures: Vec::new(),
-        language: cfg.support.language.clone(),
-        scheduled: Vec::new(),
         last_excerpt: d.excerpt.clone(),
-        category: None,
         priority: cfg
             .default_priority()
             .map(|p| p.id.clone())
             .unwrap_or_else(|| "normal".into()),
-        tags: Vec::new(),
-        watchers: Vec::new(),
-        group: None,
-        escalated: None,
-        merged_into: None,
-        last_customer_message: None,
-        sla: Default::default(),
-        work_started_at: None,
-        reopen_count: 0,
-        pauses: Vec::new(),
-        resolutions: 0,
-        closed_at: None,
-        rating: None,
+        ..Ticket::new(number, now, &cfg.support.language)
     };
     if !class.staff {
         t.last_customer_message = Some(p.message_id.clone());

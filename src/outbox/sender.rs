@@ -527,7 +527,7 @@ fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Direction, Status, Ticket};
+    use crate::store::Ticket;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
@@ -635,45 +635,14 @@ mod tests {
     fn ticket(number: u64) -> Ticket {
         let now = Timestamp::now();
         Ticket {
-            number,
-            status: Status::Unassigned,
-            assignee: None,
-            started_at: now,
-            ended_at: None,
             subject: "Printer on fire".into(),
             description: "It burns".into(),
             contact: "customer@example.net".into(),
             contact_name: Some("Customer".into()),
-            customer: None,
             notified: true,
-            reopened: false,
-            replies: 0,
-            last_direction: Direction::In,
-            last_message_at: now,
-            follow_up_of: None,
-            followed_by: None,
-            related: Vec::new(),
             message_ids: vec!["m1@example.net".into()],
             participants: vec!["customer@example.net".into()],
-            delivery_failures: Vec::new(),
-            language: "en".into(),
-            scheduled: Vec::new(),
-            last_excerpt: String::new(),
-            category: None,
-            priority: "normal".into(),
-            tags: Vec::new(),
-            watchers: Vec::new(),
-            group: None,
-            escalated: None,
-            merged_into: None,
-            last_customer_message: None,
-            sla: Default::default(),
-            work_started_at: None,
-            reopen_count: 0,
-            pauses: Vec::new(),
-            resolutions: 0,
-            closed_at: None,
-            rating: None,
+            ..Ticket::new(number, now, "en")
         }
     }
 

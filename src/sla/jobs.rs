@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::ingest::decide::LinkSigner;
 use crate::render::Templates;
 use crate::schedule::Fired;
-use crate::store::{Job, JobKind, Ticket, Timestamp, Writes};
+use crate::store::{Job, Ticket, Timestamp, Writes};
 
 /// Who hears about a deadline: the assignee, or while nobody has the
 /// ticket its group's members, or every agent when it has no group.
@@ -43,18 +43,9 @@ pub fn run(
     signer: Option<&dyn LinkSigner>,
     now: Timestamp,
 ) -> crate::store::Result<Fired> {
-    let (ticket, target, due, breach) = match &job.kind {
-        JobKind::SlaWarn {
-            ticket,
-            target,
-            due,
-        } => (*ticket, *target, *due, false),
-        JobKind::SlaBreach {
-            ticket,
-            target,
-            due,
-        } => (*ticket, *target, *due, true),
-        _ => return Ok(Fired::Skipped("not an SLA job")),
+    let (ticket, target, due, breach) = match job.kind.sla_deadline() {
+        Some(x) => x,
+        None => return Ok(Fired::Skipped("not an SLA job")),
     };
     let Some(mut t) = tx.ticket(ticket)? else {
         return Ok(Fired::Skipped("ticket gone"));

@@ -213,19 +213,7 @@ fn reconcile_jobs(t: &mut Ticket, cfg: &Config, now: Timestamp) -> SlaPlan {
 /// What a scheduled SLA job is for, as `sla.jobs` remembers it; `None` for
 /// other jobs or another ticket's.
 pub fn job_ref(t: &Ticket, r: ScheduledRef, kind: &JobKind) -> Option<SlaJobRef> {
-    let (ticket, target, deadline, breach) = match kind {
-        JobKind::SlaWarn {
-            ticket,
-            target,
-            due,
-        } => (*ticket, *target, *due, false),
-        JobKind::SlaBreach {
-            ticket,
-            target,
-            due,
-        } => (*ticket, *target, *due, true),
-        _ => return None,
-    };
+    let (ticket, target, deadline, breach) = kind.sla_deadline()?;
     (ticket == t.number).then_some(SlaJobRef {
         id: r.id,
         due: r.due,

@@ -198,6 +198,55 @@ pub struct Ticket {
     pub rating: Option<Rating>,
 }
 
+impl Ticket {
+    /// A ticket with nothing in it yet but its number, start and language:
+    /// what a new ticket is built from (`Ticket { …, ..Ticket::new(…) }`),
+    /// so adding a field means one default here, not one per builder.
+    pub fn new(number: u64, started_at: Timestamp, language: &str) -> Ticket {
+        Ticket {
+            number,
+            status: Status::Unassigned,
+            assignee: None,
+            started_at,
+            ended_at: None,
+            subject: String::new(),
+            description: String::new(),
+            contact: String::new(),
+            contact_name: None,
+            customer: None,
+            notified: false,
+            reopened: false,
+            replies: 0,
+            last_direction: Direction::In,
+            last_message_at: started_at,
+            follow_up_of: None,
+            followed_by: None,
+            related: Vec::new(),
+            message_ids: Vec::new(),
+            participants: Vec::new(),
+            delivery_failures: Vec::new(),
+            language: language.to_string(),
+            scheduled: Vec::new(),
+            last_excerpt: String::new(),
+            category: None,
+            priority: default_priority(),
+            tags: Vec::new(),
+            watchers: Vec::new(),
+            group: None,
+            escalated: None,
+            merged_into: None,
+            last_customer_message: None,
+            sla: SlaState::default(),
+            work_started_at: None,
+            reopen_count: 0,
+            pauses: Vec::new(),
+            resolutions: 0,
+            closed_at: None,
+            rating: None,
+        }
+    }
+}
+
 /// A span the ticket's clock stood still.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pause {
@@ -492,6 +541,24 @@ impl JobKind {
             JobKind::SlaBreach { .. } => "sla_breach",
             JobKind::AutoClose { .. } => "autoclose",
             JobKind::Retention => "retention",
+        }
+    }
+
+    /// An SLA job's (ticket, target, deadline, is it the breach); `None`
+    /// for every other kind.
+    pub fn sla_deadline(&self) -> Option<(u64, SlaTarget, Timestamp, bool)> {
+        match self {
+            JobKind::SlaWarn {
+                ticket,
+                target,
+                due,
+            } => Some((*ticket, *target, *due, false)),
+            JobKind::SlaBreach {
+                ticket,
+                target,
+                due,
+            } => Some((*ticket, *target, *due, true)),
+            _ => None,
         }
     }
 

@@ -423,7 +423,6 @@ pub fn reopen_by_customer(t: &mut Ticket) -> Vec<Effect> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Direction;
 
     fn cfg() -> Config {
         Config::parse(
@@ -439,45 +438,9 @@ mod tests {
 
     fn ticket() -> Ticket {
         Ticket {
-            number: 1,
-            status: Status::Unassigned,
-            assignee: None,
-            started_at: at(0),
-            ended_at: None,
             subject: "s".into(),
-            description: String::new(),
             contact: "mari@cust.test".into(),
-            contact_name: None,
-            customer: None,
-            notified: false,
-            reopened: false,
-            replies: 0,
-            last_direction: Direction::In,
-            last_message_at: at(0),
-            follow_up_of: None,
-            followed_by: None,
-            related: vec![],
-            message_ids: vec![],
-            participants: vec![],
-            delivery_failures: vec![],
-            language: "en".into(),
-            scheduled: vec![],
-            last_excerpt: String::new(),
-            category: None,
-            priority: "normal".into(),
-            tags: Vec::new(),
-            watchers: Vec::new(),
-            group: None,
-            escalated: None,
-            merged_into: None,
-            last_customer_message: None,
-            sla: Default::default(),
-            work_started_at: None,
-            reopen_count: 0,
-            pauses: Vec::new(),
-            resolutions: 0,
-            closed_at: None,
-            rating: None,
+            ..Ticket::new(1, at(0), "en")
         }
     }
 
