@@ -18,12 +18,14 @@ pub mod keys;
 pub mod mem;
 pub mod model;
 pub mod policy_keys;
+pub mod records;
 pub mod rewrite;
 mod sled_store;
 pub mod spool;
 
 pub use model::*;
-pub use sled_store::{Quiet, Store, Tx, FAULT_FILE, STALL_FILE};
+pub use sled_store::{Quiet, SledStore, SledTx, FAULT_FILE, STALL_FILE};
+pub use sled_store::{SledStore as Store, SledTx as Tx};
 
 use std::path::PathBuf;
 
