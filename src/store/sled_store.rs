@@ -1680,3 +1680,6 @@ mod count_tests {
         store.close();
     }
 }
+
+#[path = "sled_records.rs"]
+mod records_impl;
