@@ -51,6 +51,7 @@ pub mod erase;
 pub mod ingest;
 pub mod lmtp;
 pub mod metrics;
+pub mod migrate;
 pub mod outbox;
 pub mod policy;
 pub mod render;
