@@ -9,16 +9,19 @@ use std::time::{Duration, Instant};
 /// How many mismatches are named before "and N more".
 const SHOW_MISMATCHES: usize = 10;
 
-pub fn run(from: &str, to: &str, batch: usize, quiet: bool) -> anyhow::Result<ExitCode> {
+pub fn run(
+    from: &str,
+    to: &str,
+    batch: usize,
+    parallel: usize,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
     let from: Endpoint = from.parse()?;
     let to: Endpoint = to.parse()?;
     migrate::check_distinct(&from, &to)?;
     let src = migrate::open(&from, true)?;
     let dst = migrate::open(&to, false)?;
-    let opts = Options {
-        batch,
-        ..Options::default()
-    };
+    let opts = Options { batch, parallel };
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut progress = Progress::new(tty && !quiet);
     eprintln!("postdesk migrate: {from} → {to}");

@@ -168,6 +168,10 @@ pub enum Cmd {
         /// Records per destination transaction.
         #[arg(long, value_name = "N", default_value_t = 500)]
         batch: usize,
+        /// Raw messages written at once (the destination folds them into
+        /// one durable write).
+        #[arg(long, value_name = "N", default_value_t = 32)]
+        parallel: usize,
         /// Plain progress lines instead of a bar.
         #[arg(long)]
         quiet: bool,
@@ -471,13 +475,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             from,
             to,
             batch,
+            parallel,
             quiet,
         } => {
             // Only the log format comes from a config: the stores are named
             // on the command line, so a broken config does not stop this.
             let cfg = load_config(config_path.as_deref()).unwrap_or_default();
             init_logging(&cfg, "warn");
-            migrate::run(&from, &to, batch, quiet)
+            migrate::run(&from, &to, batch, parallel, quiet)
         }
         Cmd::Rules {
             cmd: RulesCmd::Test { at, to, json },
