@@ -7,6 +7,9 @@
 
 use super::{Away, DistState, Job, MessageRecord, OutboxEntry, StoredIds, Ticket, Timestamp};
 
+// Streamed one at a time or in small batches: the size of the largest
+// variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Ticket(Ticket),
