@@ -411,6 +411,36 @@ impl Store {
         both!(self, s => s.thread_keys_where(keep))
     }
 
+    // ---- raw messages in place (`forget`, `policy.retention`) ----
+
+    /// The stored bytes of `r`, without checking them against `r.check`.
+    pub fn raw_read_unchecked(&self, r: &SpoolRef) -> Result<Vec<u8>> {
+        match self {
+            Store::Sled(s) => super::spool::read_unchecked(&s.data_dir().join("spool"), r),
+            Store::Pg(p) => p.raw_read_unchecked(r),
+        }
+    }
+
+    /// Every raw message with where it lies, in storage order.
+    pub fn raw_walk(
+        &self,
+        f: impl FnMut(super::spool::Located, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        match self {
+            Store::Sled(s) => super::spool::walk(&s.data_dir().join("spool"), f),
+            Store::Pg(p) => p.raw_walk(f),
+        }
+    }
+
+    /// Overwrites one raw message with as many bytes, durably; returns the
+    /// new check.
+    pub fn raw_overwrite(&self, at: super::spool::Located, bytes: &[u8]) -> Result<u64> {
+        match self {
+            Store::Sled(s) => super::spool::overwrite(&s.data_dir().join("spool"), at, bytes),
+            Store::Pg(p) => p.raw_overwrite(at, bytes),
+        }
+    }
+
     /// The action-link signing secret: a file in the data dir on sled, a
     /// row every node shares on PostgreSQL.
     pub fn load_or_create_secret(&self) -> std::io::Result<crate::workflow::links::Secret> {

@@ -24,6 +24,8 @@
 //! no hot row serialises the nodes.
 
 mod records;
+#[cfg(test)]
+mod tests;
 mod tx;
 
 pub use tx::PgTx;
@@ -679,6 +681,60 @@ impl PgStore {
             });
         }
         Ok(data)
+    }
+
+    pub fn raw_read_unchecked(&self, r: &SpoolRef) -> Result<Vec<u8>> {
+        let rows = self.rows(
+            "SELECT data FROM raw_messages WHERE id = $1",
+            vec![i(r.offset)],
+        )?;
+        match rows.first() {
+            Some(row) => row.try_get(0).map_err(pg_err),
+            None => Err(Error::Corrupt {
+                key: format!("raw_messages/{}", r.offset),
+                why: "missing".into(),
+            }),
+        }
+    }
+
+    pub fn raw_walk(
+        &self,
+        mut f: impl FnMut(super::spool::Located, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.paged(
+            "SELECT id, data FROM raw_messages WHERE id > $1 ORDER BY id LIMIT $2",
+            |r| {
+                let id: i64 = r.try_get(0).map_err(pg_err)?;
+                let data: Vec<u8> = r.try_get(1).map_err(pg_err)?;
+                f(
+                    super::spool::Located {
+                        file: PG_RAW_FILE,
+                        offset: u(id),
+                        len: data.len() as u64,
+                    },
+                    &data,
+                )
+            },
+        )
+    }
+
+    /// Replaces a raw message's bytes (same length). The old row version
+    /// stays in the table's pages until VACUUM reclaims it
+    /// (docs/scaling.md#erasure).
+    pub fn raw_overwrite(&self, at: super::spool::Located, bytes: &[u8]) -> Result<u64> {
+        if bytes.len() as u64 != at.len {
+            return Err(Error::Other(format!(
+                "overwrite of raw message {} with {} bytes, not {}",
+                at.offset,
+                bytes.len(),
+                at.len
+            )));
+        }
+        self.exec(
+            "UPDATE raw_messages SET data = $2 WHERE id = $1",
+            vec![i(at.offset), Arg::B(bytes.to_vec())],
+        )?;
+        Ok(super::spool::check_of(bytes))
     }
 
     pub fn size_on_disk(&self) -> u64 {
