@@ -16,6 +16,7 @@
 //! of every message's raw bytes read back from the destination against
 //! the bytes read from the source.
 
+use crate::config::{PostgresConfig, StoreBackend, StoreConfig};
 use crate::store::records::{Counters, Record};
 use crate::store::{self, MessageRecord, SpoolRef, Store};
 use sha2::{Digest, Sha256};
@@ -97,8 +98,6 @@ pub enum Error {
     Same(String),
     #[error("the destination {0} is not empty: it holds {1}; migrate into an empty store")]
     NotEmpty(String, String),
-    #[error("{0}: this build has no PostgreSQL backend")]
-    NoPostgres(String),
     #[error("{what}: {source}")]
     Store {
         what: String,
@@ -112,8 +111,10 @@ fn ctx(what: impl Into<String>) -> impl FnOnce(store::Error) -> Error {
     move |source| Error::Store { what, source }
 }
 
-/// Opens one side. The source must exist; a sled destination is created.
-pub fn open(e: &Endpoint, source: bool) -> Result<Store, Error> {
+/// Opens one side. The source must exist; a sled destination is created,
+/// a PostgreSQL one gets its schema. `pool` bounds the connections to a
+/// database (one per raw message in flight, and the record stream).
+pub fn open(e: &Endpoint, source: bool, pool: u32) -> Result<Store, Error> {
     match e {
         Endpoint::Sled(dir) => {
             if source && !dir.join("store").is_dir() {
@@ -130,7 +131,18 @@ pub fn open(e: &Endpoint, source: bool) -> Result<Store, Error> {
                 },
             })
         }
-        Endpoint::Postgres(_) => Err(Error::NoPostgres(e.to_string())),
+        Endpoint::Postgres(url) => {
+            let cfg = StoreConfig {
+                backend: StoreBackend::Postgres,
+                postgres: PostgresConfig {
+                    url: url.clone(),
+                    pool_size: pool,
+                },
+            };
+            // The backend keeps only its debug fault-injection files in a
+            // data dir; a migration has none of its own.
+            Store::open_backend(&cfg, &std::env::temp_dir()).map_err(ctx(format!("opening {e}")))
+        }
     }
 }
 
@@ -327,6 +339,8 @@ fn ensure_empty(to: &Store, to_name: &str, source_secret: Option<&[u8]>) -> Resu
         Ok(())
     })
     .map_err(ctx(format!("reading {to_name}")))?;
+    let mut held: Vec<(&str, u64)> = held.into_iter().collect();
+    held.sort_by_key(|(k, _)| kind_order(k));
     let mut what: Vec<String> = held.iter().map(|(k, n)| format!("{n} {k}")).collect();
     if other_secret {
         what.push("a different link secret".into());

@@ -19,8 +19,11 @@ pub fn run(
     let from: Endpoint = from.parse()?;
     let to: Endpoint = to.parse()?;
     migrate::check_distinct(&from, &to)?;
-    let src = migrate::open(&from, true)?;
-    let dst = migrate::open(&to, false)?;
+    let pool = u32::try_from(parallel)
+        .unwrap_or(u32::MAX)
+        .saturating_add(2);
+    let src = migrate::open(&from, true, pool)?;
+    let dst = migrate::open(&to, false, pool)?;
     let opts = Options { batch, parallel };
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut progress = Progress::new(tty && !quiet);

@@ -827,6 +827,7 @@ fn make_durable(inner: &Inner, spool: &mut Spool, db_file: &File) -> Result<()> 
 }
 
 /// A transaction in progress: the [`View`] the decision reads, plus writes.
+#[derive(Clone, Copy)]
 pub struct SledTx<'a> {
     t: &'a TransactionalTree,
     read_only: bool,
