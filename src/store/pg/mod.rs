@@ -247,6 +247,17 @@ impl PgStore {
         &self.inner.node
     }
 
+    /// Nodes beating now, by id.
+    pub fn live_nodes(&self) -> Result<Vec<String>> {
+        self.rows(
+            "SELECT id FROM nodes WHERE alive_until_ms > (extract(epoch from clock_timestamp()) * 1000)::bigint ORDER BY id",
+            vec![],
+        )?
+        .iter()
+        .map(|r| r.try_get(0).map_err(pg_err))
+        .collect()
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.inner.data_dir
     }
