@@ -261,6 +261,17 @@ impl Store {
         }
     }
 
+    /// How long the outbox sender and the scheduler may sleep with nothing
+    /// due. One sled node hears of every write; a PostgreSQL node does not
+    /// hear of other nodes' rows, nor of a dead node's leases coming free,
+    /// so it looks again at least this often.
+    pub fn idle_poll(&self) -> std::time::Duration {
+        match self {
+            Store::Sled(_) => std::time::Duration::from_secs(3600),
+            Store::Pg(_) => super::pg::NODE_TTL / 2,
+        }
+    }
+
     pub fn jobs_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
         both!(self, s => s.jobs_due(now, limit))
     }

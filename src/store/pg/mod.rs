@@ -201,6 +201,14 @@ impl PgStore {
                 "store.postgres.url: {e} (expected postgres://USER@HOST:PORT/DB)"
             ))
         })?;
+        // A node that froze inside a transaction (SIGSTOP, a swap storm)
+        // would hold its key locks for ever: the server ends such a
+        // session, and a delivery waiting on a lock gives up with a 451
+        // (the MTA retries) instead of holding its client.
+        let opts = opts.application_name("postdesk").options([
+            ("lock_timeout", "30s"),
+            ("idle_in_transaction_session_timeout", "60s"),
+        ]);
         let pool = block(
             PgPoolOptions::new()
                 .max_connections(pool_size.max(1))
@@ -245,6 +253,17 @@ impl PgStore {
 
     pub fn node(&self) -> &str {
         &self.inner.node
+    }
+
+    /// Nodes beating now, by id.
+    pub fn live_nodes(&self) -> Result<Vec<String>> {
+        self.rows(
+            "SELECT id FROM nodes WHERE alive_until_ms > (extract(epoch from clock_timestamp()) * 1000)::bigint ORDER BY id",
+            vec![],
+        )?
+        .iter()
+        .map(|r| r.try_get(0).map_err(pg_err))
+        .collect()
     }
 
     pub fn data_dir(&self) -> &Path {
