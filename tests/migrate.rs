@@ -154,7 +154,10 @@ fn migrated(from: &str, to: &str) -> String {
     };
     let same = |kind: &str| {
         let r = row(kind);
-        assert!(r.len() == 3 && r[0] == r[1] && r[1] == r[2], "{kind}: {out}");
+        assert!(
+            r.len() == 3 && r[0] == r[1] && r[1] == r[2],
+            "{kind}: {out}"
+        );
         r[0]
     };
     assert!(same("tickets") >= 6, "{out}");
@@ -253,7 +256,15 @@ fn sled_to_sled_keeps_every_ticket_and_the_desk_goes_on() {
     );
 
     d.restart();
-    goes_on(&d, "b", "m2@cust.test", &old, last_number(&before), &take5, 5);
+    goes_on(
+        &d,
+        "b",
+        "m2@cust.test",
+        &old,
+        last_number(&before),
+        &take5,
+        5,
+    );
 }
 
 /// `POSTDESK_TEST_PG` (`postgres://USER@HOST:PORT/`): a database of our
@@ -269,7 +280,12 @@ fn pg_database() -> Option<String> {
         .unwrap_or_else(|_| "psql".into());
     let o = Command::new(psql)
         .arg(format!("{base}/postgres"))
-        .args(["-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {name}")])
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
         .output()
         .expect("run psql");
     assert!(o.status.success(), "create database: {}", text(&o));
@@ -311,7 +327,15 @@ fn sled_to_postgres_and_back_keeps_the_desk() {
 
     // The desk on PostgreSQL goes on.
     d.restart();
-    goes_on(&d, "pg", "m2@cust.test", &old, last_number(&before), &take5, 5);
+    goes_on(
+        &d,
+        "pg",
+        "m2@cust.test",
+        &old,
+        last_number(&before),
+        &take5,
+        5,
+    );
     let mid = snapshot(&d);
     d.stop();
 
