@@ -141,7 +141,24 @@ pub fn open(e: &Endpoint, source: bool, pool: u32) -> Result<Store, Error> {
             };
             // The backend keeps only its debug fault-injection files in a
             // data dir; a migration has none of its own.
-            Store::open_backend(&cfg, &std::env::temp_dir()).map_err(ctx(format!("opening {e}")))
+            let store = Store::open_backend(&cfg, &std::env::temp_dir())
+                .map_err(ctx(format!("opening {e}")))?;
+            // No lock says a node is running on a database: its heartbeat
+            // row does (a node killed without a stop counts until its
+            // lease runs out).
+            if let Store::Pg(p) = &store {
+                let others: Vec<String> = p
+                    .live_nodes()
+                    .map_err(ctx(format!("reading the nodes of {e}")))?
+                    .into_iter()
+                    .filter(|n| n != p.node())
+                    .collect();
+                if !others.is_empty() {
+                    store.close();
+                    return Err(Error::InUse(format!("{e} (nodes {})", others.join(", "))));
+                }
+            }
+            Ok(store)
         }
     }
 }

@@ -325,8 +325,12 @@ fn sled_to_postgres_and_back_keeps_the_desk() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("not empty"), "{}", text(&o));
 
-    // The desk on PostgreSQL goes on.
+    // The desk on PostgreSQL goes on; while a node runs on the database,
+    // it is not migrated away.
     d.restart();
+    let o = migrate(&pg, &sled(&d.dir.path().join("elsewhere")));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("stop postdesk first"), "{}", text(&o));
     goes_on(
         &d,
         "pg",
