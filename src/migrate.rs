@@ -379,6 +379,27 @@ pub fn migrate(
     opts: &Options,
     progress: &mut dyn Progress,
 ) -> Result<Summary, Error> {
+    let (mut sum, expected) = copy_all(from, from_name, to, to_name, opts, progress)?;
+    check(to, to_name, expected, &mut sum, progress)?;
+    Ok(sum)
+}
+
+/// What the check expects of the destination, learnt while copying.
+struct Expected {
+    raw: HashMap<RawOf, Sha>,
+    counters: Counters,
+    total: u64,
+}
+
+/// The count of the source, the emptiness check and the copy.
+fn copy_all(
+    from: &Store,
+    from_name: &str,
+    to: &Store,
+    to_name: &str,
+    opts: &Options,
+    progress: &mut dyn Progress,
+) -> Result<(Summary, Expected), Error> {
     let mut sum = Summary::default();
     let mut source_secret = None;
     let mut source_counters = Counters::default();
@@ -450,15 +471,33 @@ pub fn migrate(
     sum.copy_time = started.elapsed();
     sum.raw_copied = copy.raw_copied;
     sum.raw_bytes = copy.raw_bytes;
+    Ok((
+        sum,
+        Expected {
+            raw: copy.expect,
+            counters: source_counters,
+            total,
+        },
+    ))
+}
 
+/// Streams the destination and compares it with what was copied; the
+/// differences land in `sum.mismatches`.
+fn check(
+    to: &Store,
+    to_name: &str,
+    expected: Expected,
+    sum: &mut Summary,
+    progress: &mut dyn Progress,
+) -> Result<(), Error> {
     let started = Instant::now();
     verify(
         to,
         to_name,
-        copy.expect,
-        source_counters,
-        total,
-        &mut sum,
+        expected.raw,
+        expected.counters,
+        expected.total,
+        sum,
         progress,
     )?;
     sum.check_time = started.elapsed();
@@ -480,7 +519,7 @@ pub fn migrate(
             );
         }
     }
-    Ok(sum)
+    Ok(())
 }
 
 /// The state of the copy pass.
@@ -709,6 +748,132 @@ fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::deliver::{decide_and_apply, Mode};
+    use crate::ingest::{parse::parse, Envelope};
+    use crate::render::Templates;
+    use crate::store::{Timestamp, Writes};
+
+    /// A sled store filled through the delivery path: tickets, a reply
+    /// threaded into one, acknowledgements and team copies queued.
+    fn filled(dir: &Path) -> Store {
+        let s = Store::open(dir).unwrap();
+        let cfg = Arc::new(
+            Config::parse(
+                "support: {address: support@desk.test}\nteam:\n  domains: [desk.test]\n  agents: [{email: a@desk.test}]\n",
+                "t.yaml",
+            )
+            .unwrap(),
+        );
+        let tpl = Arc::new(Templates::builtin());
+        for i in 0..6 {
+            let from = format!("c{i}@cust.test");
+            let irt = if i == 5 {
+                "In-Reply-To: <m4@x>\r\n"
+            } else {
+                ""
+            };
+            let raw = Arc::new(
+                format!(
+                    "From: {from}\r\nTo: support@desk.test\r\nSubject: case {i}\r\nMessage-ID: <m{i}@x>\r\n{irt}\r\nBody {i}.\r\n"
+                )
+                .into_bytes(),
+            );
+            let parsed = Arc::new(parse(&raw));
+            let env = Envelope {
+                mail_from: from,
+                rcpt_to: vec!["support@desk.test".into()],
+            };
+            let (c, t) = (cfg.clone(), tpl.clone());
+            let now = Timestamp::from_second(1_800_000_000 + i).unwrap();
+            s.commit_blocking(Some(raw), move |tx, r| {
+                decide_and_apply(tx, r, &parsed, &env, &c, &t, now, Mode::Live).map(|_| ())
+            })
+            .unwrap();
+        }
+        s
+    }
+
+    fn small() -> Options {
+        Options {
+            batch: 4,
+            parallel: 3,
+        }
+    }
+
+    #[test]
+    fn a_delivered_store_moves_and_checks_equal() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (filled(da.path()), Store::open(db.path()).unwrap());
+        let sum = migrate(&a, "a", &b, "b", &small(), &mut Silent).unwrap();
+        assert!(sum.ok(), "{:?}", sum.mismatches);
+        assert_eq!(sum.source, sum.destination);
+        assert_eq!(sum.source, sum.copied);
+        assert_eq!(sum.source["messages"], 6);
+        assert_eq!(sum.source["tickets"], 5);
+        // Each message's raw once; the outbox copies share them.
+        assert_eq!(sum.raw_copied, 6);
+        assert!(
+            sum.checked > 6,
+            "outbox bodies checked too: {}",
+            sum.checked
+        );
+        // Once filled, it is refused as a destination, saying what it holds.
+        let again = migrate(&a, "a", &b, "b", &small(), &mut Silent).unwrap_err();
+        assert!(
+            again.to_string().contains("not empty") && again.to_string().contains("5 tickets"),
+            "{again}"
+        );
+    }
+
+    #[test]
+    fn the_check_names_a_missing_message_and_unreadable_raw_bytes() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (filled(da.path()), Store::open(db.path()).unwrap());
+        let (mut sum, expected) = copy_all(&a, "a", &b, "b", &small(), &mut Silent).unwrap();
+        // After the copy: one message record lost, another's raw bytes
+        // damaged in the destination's spool.
+        b.commit_blocking(None, |tx, _| Writes::delete_message(tx, 1, 0))
+            .unwrap();
+        let mut damaged = None;
+        b.for_each_record(&mut |r| {
+            if let Record::Message {
+                ticket: 2,
+                seq,
+                rec,
+            } = r
+            {
+                damaged = Some((seq, rec.raw));
+            }
+            Ok(())
+        })
+        .unwrap();
+        let (seq, raw) = damaged.unwrap();
+        let spool = db
+            .path()
+            .join("spool")
+            .join(format!("{:08}.spool", raw.file));
+        let mut bytes = std::fs::read(&spool).unwrap();
+        let at = usize::try_from(raw.offset).unwrap();
+        bytes[at] ^= 0xff;
+        std::fs::write(&spool, bytes).unwrap();
+
+        check(&b, "b", expected, &mut sum, &mut Silent).unwrap();
+        assert!(!sum.ok());
+        let all = sum.mismatches.join("\n");
+        assert!(
+            all.contains("messages: 6 in the source, 6 copied, 5 in the destination"),
+            "{all}"
+        );
+        assert!(
+            all.contains("message 0 of ticket 1: in the source, not in the destination"),
+            "{all}"
+        );
+        assert!(
+            all.contains(&format!("message {seq} of ticket 2: raw bytes unreadable")),
+            "{all}"
+        );
+    }
 
     #[test]
     fn endpoints_parse_and_hide_the_password() {
