@@ -125,7 +125,7 @@ impl migrate::Progress for Progress {
             indicatif::ProgressDrawTarget::stderr(),
         );
         let template = if total > 0 {
-            "{elapsed_precise} [{wide_bar}] {pos}/{len} records {msg} ({per_sec}, {eta})"
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} records {msg} (eta {eta})"
         } else {
             "{elapsed_precise} {spinner} {pos} records {msg}"
         };
