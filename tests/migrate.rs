@@ -275,21 +275,21 @@ fn pg_database() -> Option<String> {
         .filter(|u| !u.trim().is_empty())?;
     let base = base.trim_end_matches('/');
     let name = format!("pdmigrate_{}_{:x}", std::process::id(), rand_tag());
-    let psql = std::env::var("POSTDESK_TEST_PG_BIN")
+    psql(base, &format!("CREATE DATABASE {name}"));
+    Some(format!("{base}/{name}"))
+}
+
+/// Runs one statement on the server's maintenance database.
+fn psql(base: &str, sql: &str) {
+    let bin = std::env::var("POSTDESK_TEST_PG_BIN")
         .map(|b| Path::new(&b).join("psql"))
         .unwrap_or_else(|_| "psql".into());
-    let o = Command::new(psql)
+    let o = Command::new(bin)
         .arg(format!("{base}/postgres"))
-        .args([
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            &format!("CREATE DATABASE {name}"),
-        ])
+        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
         .output()
         .expect("run psql");
-    assert!(o.status.success(), "create database: {}", text(&o));
-    Some(format!("{base}/{name}"))
+    assert!(o.status.success(), "{sql}: {}", text(&o));
 }
 
 fn rand_tag() -> u128 {
@@ -360,4 +360,8 @@ fn sled_to_postgres_and_back_keeps_the_desk() {
         &take4,
         4,
     );
+    // Nothing runs on the database any more: leave the server as found.
+    if let Some((base, name)) = url.rsplit_once('/') {
+        psql(base, &format!("DROP DATABASE {name}"));
+    }
 }
