@@ -389,6 +389,8 @@ struct Expected {
     raw: HashMap<RawOf, Sha>,
     counters: Counters,
     total: u64,
+    /// Raw messages read back at once.
+    parallel: usize,
 }
 
 /// The count of the source, the emptiness check and the copy.
@@ -481,6 +483,7 @@ fn copy_all(
             raw: copy.expect,
             counters: source_counters,
             total,
+            parallel: opts.parallel.max(1),
         },
     ))
 }
@@ -495,15 +498,7 @@ fn check(
     progress: &mut dyn Progress,
 ) -> Result<(), Error> {
     let started = Instant::now();
-    verify(
-        to,
-        to_name,
-        expected.raw,
-        expected.counters,
-        expected.total,
-        sum,
-        progress,
-    )?;
+    verify(to, to_name, expected, sum, progress)?;
     sum.check_time = started.elapsed();
     for (k, n) in &sum.source {
         let c = sum.copied.get(k).copied().unwrap_or(0);
@@ -671,22 +666,58 @@ impl Copy<'_> {
     }
 }
 
+/// Raw messages read back per round of parallel reads in the check.
+const CHECK_CHUNK: usize = 512;
+
+/// Reads each raw back from the destination, `parallel` at once (on
+/// PostgreSQL each read is a round trip), and names what does not match
+/// its source's SHA-256, in the order given.
+fn read_back(to: &Store, raws: &[(RawOf, SpoolRef, Sha)], parallel: usize) -> Vec<String> {
+    if raws.is_empty() {
+        return Vec::new();
+    }
+    let per = raws.len().div_ceil(parallel.max(1));
+    let one = |(at, raw, want): &(RawOf, SpoolRef, Sha)| match to.read_raw(raw) {
+        Ok(b) if sha(&b) == *want => None,
+        Ok(_) => Some(format!("{at}: raw bytes differ (SHA-256)")),
+        Err(e) => Some(format!("{at}: raw bytes unreadable: {e}")),
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = raws
+            .chunks(per)
+            .map(|c| s.spawn(move || c.iter().filter_map(one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec!["a checker thread panicked".to_string()])
+            })
+            .collect()
+    })
+}
+
 /// Streams the destination: counts per kind, and every raw message read
 /// back and hashed against what was read from the source.
 fn verify(
     to: &Store,
     to_name: &str,
-    mut expect: HashMap<RawOf, Sha>,
-    source_counters: Counters,
-    total: u64,
+    expected: Expected,
     sum: &mut Summary,
     progress: &mut dyn Progress,
 ) -> Result<(), Error> {
+    let Expected {
+        raw: mut expect,
+        counters: source_counters,
+        total,
+        parallel,
+    } = expected;
     progress.phase("checking", total);
     let mut found: Vec<String> = Vec::new();
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut checked = 0u64;
     let mut counters: Option<Counters> = None;
+    let mut pending: Vec<(RawOf, SpoolRef, Sha)> = Vec::with_capacity(CHECK_CHUNK);
     to.for_each_record(&mut |r| {
         *counts.entry(r.kind()).or_default() += 1;
         progress.advance(1);
@@ -708,14 +739,15 @@ fn verify(
             found.push(format!("{at}: in the destination, not in the source"));
             return Ok(());
         };
-        match to.read_raw(&raw) {
-            Ok(b) if sha(&b) == want => {}
-            Ok(_) => found.push(format!("{at}: raw bytes differ (SHA-256)")),
-            Err(e) => found.push(format!("{at}: raw bytes unreadable: {e}")),
+        pending.push((at, raw, want));
+        if pending.len() >= CHECK_CHUNK {
+            found.extend(read_back(to, &pending, parallel));
+            pending.clear();
         }
         Ok(())
     })
     .map_err(ctx(format!("reading {to_name}")))?;
+    found.extend(read_back(to, &pending, parallel));
     progress.finish();
     let mut missing: Vec<RawOf> = expect.into_keys().collect();
     missing.sort_by_key(|m| format!("{m:?}"));
