@@ -2,10 +2,9 @@
 //! templates, customer directory. The real binary, a recording SMTP sink
 //! as the relay, and ports held by this test process as "another process".
 
-#[path = "common/sink.rs"]
-mod sink;
+mod common;
 
-use sink::Sink;
+use common::sink::Sink;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -46,10 +45,12 @@ impl Run {
 fn check(lmtp_port: u16, relay: &str, extra: &str) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let config: PathBuf = dir.path().join("postdesk.yaml");
+    let data = dir.path().join("data");
     std::fs::write(
         &config,
-        format!(
-            r#"listen:
+        common::with_store(
+            format!(
+                r#"listen:
   lmtp: ["127.0.0.1:{lmtp_port}"]
 data_dir: {data}
 support:
@@ -63,7 +64,9 @@ outbound:
   relay: {relay}
   timeout: 5s
 {extra}"#,
-            data = dir.path().join("data").display(),
+                data = data.display(),
+            ),
+            &data,
         ),
     )
     .expect("write config");

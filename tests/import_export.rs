@@ -649,10 +649,12 @@ impl Desk {
     fn new() -> Desk {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("postdesk.yaml");
+        let data = dir.path().join("data");
         std::fs::write(
             &config,
-            format!(
-                r#"listen:
+            common::with_store(
+                format!(
+                    r#"listen:
   lmtp: ["127.0.0.1:{port}"]
 data_dir: {data}
 support:
@@ -666,9 +668,11 @@ team:
 outbound:
   relay: file:{sent}
 "#,
-                port = free_port(),
-                data = dir.path().join("data").display(),
-                sent = dir.path().join("sent").display(),
+                    port = free_port(),
+                    data = data.display(),
+                    sent = dir.path().join("sent").display(),
+                ),
+                &data,
             ),
         )
         .expect("write config");
