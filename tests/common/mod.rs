@@ -103,16 +103,29 @@ pub fn pg_database_url(data: &Path) -> Option<String> {
     Some(format!("{}/{name}", server.trim_end_matches('/')))
 }
 
-/// psql from the cluster `scripts/pg.sh` started, else from the PATH.
+/// psql from the cluster `scripts/pg.sh` started, else from the PATH, on the
+/// server's maintenance database.
 fn psql(server: &str, sql: &str) -> Output {
+    psql_on(&format!("{}/postgres", server.trim_end_matches('/')), sql)
+}
+
+fn psql_on(db_url: &str, sql: &str) -> Output {
     let bin = std::env::var("POSTDESK_TEST_PG_BIN")
         .map(|b| Path::new(&b).join("psql"))
         .ok()
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("psql"));
     Command::new(&bin)
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(format!("{}/postgres", server.trim_end_matches('/')))
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db_url,
+        ])
         .args(["-c", sql])
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
@@ -134,6 +147,20 @@ fn create_database(server: &str) -> String {
         }
     }
     panic!("no free database name on {server}");
+}
+
+/// What `sql` prints (unaligned, tuples only) in the database of the data
+/// dir `data`: on PostgreSQL, what reading a file under the data dir is on
+/// sled. Panics on sled or on an SQL error.
+pub fn pg_query(data: &Path, sql: &str) -> String {
+    let url = pg_database_url(data).expect("pg_query needs POSTDESK_TEST_PG");
+    let out = psql_on(&url, sql);
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
 /// Drops the database of the data dir `data`, if it has one: the cluster is
