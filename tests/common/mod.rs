@@ -163,6 +163,30 @@ pub fn pg_query(data: &Path, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
+/// Every row of the database of the data dir `data`, as `pg_dump
+/// --data-only` writes it, with `bytea` in the escape format (printable
+/// ASCII as itself), so a byte scan finds in raw messages what it would
+/// find in sled's files.
+pub fn pg_dump(data: &Path) -> Vec<u8> {
+    let url = pg_database_url(data).expect("pg_dump needs POSTDESK_TEST_PG");
+    let bin = std::env::var("POSTDESK_TEST_PG_BIN")
+        .map(|b| Path::new(&b).join("pg_dump"))
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("pg_dump"));
+    let out = Command::new(&bin)
+        .args(["--data-only", "--no-owner", "-d", &url])
+        .env("PGOPTIONS", "-c bytea_output=escape")
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Drops the database of the data dir `data`, if it has one: the cluster is
 /// thrown away anyway, but a few hundred databases of 7 MB each add up.
 pub fn drop_database(data: &Path) {
