@@ -163,6 +163,21 @@ pub fn pg_query(data: &Path, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
+/// The desk's action-link signing secret: the file `link-secret` in the
+/// data dir on sled, the `meta` row every node shares on PostgreSQL.
+pub fn link_secret(data: &Path) -> Vec<u8> {
+    if !on_postgres() {
+        return std::fs::read(data.join("link-secret")).expect("link-secret");
+    }
+    let hex = pg_query(
+        data,
+        "SELECT encode(value, 'hex') FROM meta WHERE key = 'link-secret'",
+    );
+    (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex from encode()"))
+        .collect()
+}
+
 /// Every row of the database of the data dir `data`, as `pg_dump
 /// --data-only` writes it, with `bytea` in the escape format (printable
 /// ASCII as itself), so a byte scan finds in raw messages what it would
