@@ -5,12 +5,11 @@
 mod common;
 
 use common::sink::Sink;
+use common::BIN;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

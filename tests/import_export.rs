@@ -883,7 +883,7 @@ fn import_backfills_history_and_export_gives_it_back() {
 
     // The import leaves the per-agent load counters built and true, so the
     // daemon's first start does not count every ticket before it listens.
-    let store = postdesk::store::Store::open(&desk.dir.path().join("data")).expect("open store");
+    let store = common::open_store(&desk.dir.path().join("data"));
     assert!(
         store.loads_built().expect("read"),
         "load counters not built by the import"

@@ -21,7 +21,38 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
+/// The postdesk binary under test: cargo's (`CARGO_BIN_EXE_postdesk`), or
+/// `POSTDESK_TEST_BIN` when set. Worktrees that share one target dir share
+/// `target/debug/postdesk`, the last build of any of them; such a run points
+/// `POSTDESK_TEST_BIN` at a copy of its own (docs/testing.md).
+pub const BIN: Bin = Bin;
+
+#[derive(Clone, Copy)]
+pub struct Bin;
+
+impl Bin {
+    pub fn path(&self) -> &'static Path {
+        static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        PATH.get_or_init(|| {
+            std::env::var_os("POSTDESK_TEST_BIN")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_postdesk")))
+        })
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Bin {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path().as_os_str()
+    }
+}
+
+impl AsRef<Path> for Bin {
+    fn as_ref(&self) -> &Path {
+        self.path()
+    }
+}
 
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -161,6 +192,20 @@ pub fn pg_query(data: &Path, sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// The store of the desk whose data dir is `data`, opened by the test itself
+/// (no daemon running): sled under `data`, or that desk's database.
+pub fn open_store(data: &Path) -> postdesk::store::Store {
+    use postdesk::config::{PostgresConfig, StoreBackend, StoreConfig};
+    let cfg = match pg_database_url(data) {
+        Some(url) => StoreConfig {
+            backend: StoreBackend::Postgres,
+            postgres: PostgresConfig { url, pool_size: 4 },
+        },
+        None => StoreConfig::default(),
+    };
+    postdesk::store::Store::open_backend(&cfg, data).expect("open the store")
 }
 
 /// The desk's action-link signing secret: the file `link-secret` in the
