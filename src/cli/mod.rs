@@ -423,11 +423,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Backup { dir, json } => {
             let cfg = load_config(config_path.as_deref())?;
             init_logging(&cfg, "warn");
+            sled_only(&cfg, "backup", "pg_dump")?;
             backup::backup(&cfg, &dir, json)
         }
         Cmd::Restore { dir } => {
             let cfg = load_config(config_path.as_deref())?;
             init_logging(&cfg, "warn");
+            sled_only(&cfg, "restore", "pg_restore")?;
             backup::restore(&cfg, &dir)
         }
         Cmd::Forget { address } => {
@@ -626,7 +628,7 @@ pub(crate) fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Valu
         };
     }
     let tpl = Templates::for_config(cfg)?;
-    if !cfg.data_dir.join("store").exists() {
+    if !cfg.has_store() {
         // Nothing was ever delivered here: answer from an empty desk rather
         // than creating a data directory as a side effect of a query.
         return match req {
@@ -710,7 +712,7 @@ fn forget(cfg: &Config, address: &str) -> anyhow::Result<ExitCode> {
         Some(Response::Ok(v)) => v,
         Some(Response::Err(e)) => bail!(e),
         None => {
-            if !cfg.data_dir.join("store").exists() {
+            if !cfg.has_store() {
                 bail!(
                     "the data directory {} holds no store: nothing is stored about anyone",
                     cfg.data_dir.display()
@@ -1000,20 +1002,28 @@ fn print_status(v: &serde_json::Value) {
         );
     }
     let st = &v["store"];
-    match st["size_bytes"].as_u64() {
-        Some(b) => println!(
-            "  {:<15} {} at {}, {:.1} MiB",
-            "store",
-            s(st, "backend"),
-            s(st, "data_dir"),
-            b as f64 / (1024.0 * 1024.0)
-        ),
-        None => println!(
-            "  {:<15} {} at {}: no store yet",
-            "store",
-            s(st, "backend"),
-            s(st, "data_dir")
-        ),
+    if let Some(node) = st["node"].as_str() {
+        let live = st["nodes"].as_array().map(Vec::len).unwrap_or(0);
+        println!(
+            "  {:<15} postgres, this node {node}, {live} node(s) beating",
+            "store"
+        );
+    } else {
+        match st["size_bytes"].as_u64() {
+            Some(b) => println!(
+                "  {:<15} {} at {}, {:.1} MiB",
+                "store",
+                s(st, "backend"),
+                s(st, "data_dir"),
+                b as f64 / (1024.0 * 1024.0)
+            ),
+            None => println!(
+                "  {:<15} {} at {}: no store yet",
+                "store",
+                s(st, "backend"),
+                s(st, "data_dir")
+            ),
+        }
     }
     if let Some(t) = v["tickets"].as_object() {
         let parts: Vec<String> = crate::store::Status::ALL
@@ -1395,4 +1405,15 @@ fn explain(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `backup` and `restore` copy sled's files; a PostgreSQL desk is backed up
+/// by the database's own tools, which see every node's writes.
+fn sled_only(cfg: &Config, what: &str, tool: &str) -> anyhow::Result<()> {
+    if cfg.store.backend == crate::config::StoreBackend::Postgres {
+        bail!(
+            "{what} works on the sled store; store.backend is postgres: use {tool} (or the server's base backups) on the database instead (docs/scaling.md#backups)"
+        );
+    }
+    Ok(())
 }

@@ -261,6 +261,17 @@ impl Store {
         }
     }
 
+    /// How long the outbox sender and the scheduler may sleep with nothing
+    /// due. One sled node hears of every write; a PostgreSQL node does not
+    /// hear of other nodes' rows, nor of a dead node's leases coming free,
+    /// so it looks again at least this often.
+    pub fn idle_poll(&self) -> std::time::Duration {
+        match self {
+            Store::Sled(_) => std::time::Duration::from_secs(3600),
+            Store::Pg(_) => super::pg::NODE_TTL / 2,
+        }
+    }
+
     pub fn jobs_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
         both!(self, s => s.jobs_due(now, limit))
     }
@@ -409,6 +420,36 @@ impl Store {
 
     pub fn thread_keys_where(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
         both!(self, s => s.thread_keys_where(keep))
+    }
+
+    // ---- raw messages in place (`forget`, `policy.retention`) ----
+
+    /// The stored bytes of `r`, without checking them against `r.check`.
+    pub fn raw_read_unchecked(&self, r: &SpoolRef) -> Result<Vec<u8>> {
+        match self {
+            Store::Sled(s) => super::spool::read_unchecked(&s.data_dir().join("spool"), r),
+            Store::Pg(p) => p.raw_read_unchecked(r),
+        }
+    }
+
+    /// Every raw message with where it lies, in storage order.
+    pub fn raw_walk(
+        &self,
+        f: impl FnMut(super::spool::Located, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        match self {
+            Store::Sled(s) => super::spool::walk(&s.data_dir().join("spool"), f),
+            Store::Pg(p) => p.raw_walk(f),
+        }
+    }
+
+    /// Overwrites one raw message with as many bytes, durably; returns the
+    /// new check.
+    pub fn raw_overwrite(&self, at: super::spool::Located, bytes: &[u8]) -> Result<u64> {
+        match self {
+            Store::Sled(s) => super::spool::overwrite(&s.data_dir().join("spool"), at, bytes),
+            Store::Pg(p) => p.raw_overwrite(at, bytes),
+        }
     }
 
     /// The action-link signing secret: a file in the data dir on sled, a

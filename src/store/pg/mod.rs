@@ -24,6 +24,8 @@
 //! no hot row serialises the nodes.
 
 mod records;
+#[cfg(test)]
+mod tests;
 mod tx;
 
 pub use tx::PgTx;
@@ -199,6 +201,14 @@ impl PgStore {
                 "store.postgres.url: {e} (expected postgres://USER@HOST:PORT/DB)"
             ))
         })?;
+        // A node that froze inside a transaction (SIGSTOP, a swap storm)
+        // would hold its key locks for ever: the server ends such a
+        // session, and a delivery waiting on a lock gives up with a 451
+        // (the MTA retries) instead of holding its client.
+        let opts = opts.application_name("postdesk").options([
+            ("lock_timeout", "30s"),
+            ("idle_in_transaction_session_timeout", "60s"),
+        ]);
         let pool = block(
             PgPoolOptions::new()
                 .max_connections(pool_size.max(1))
@@ -243,6 +253,17 @@ impl PgStore {
 
     pub fn node(&self) -> &str {
         &self.inner.node
+    }
+
+    /// Nodes beating now, by id.
+    pub fn live_nodes(&self) -> Result<Vec<String>> {
+        self.rows(
+            "SELECT id FROM nodes WHERE alive_until_ms > (extract(epoch from clock_timestamp()) * 1000)::bigint ORDER BY id",
+            vec![],
+        )?
+        .iter()
+        .map(|r| r.try_get(0).map_err(pg_err))
+        .collect()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -679,6 +700,60 @@ impl PgStore {
             });
         }
         Ok(data)
+    }
+
+    pub fn raw_read_unchecked(&self, r: &SpoolRef) -> Result<Vec<u8>> {
+        let rows = self.rows(
+            "SELECT data FROM raw_messages WHERE id = $1",
+            vec![i(r.offset)],
+        )?;
+        match rows.first() {
+            Some(row) => row.try_get(0).map_err(pg_err),
+            None => Err(Error::Corrupt {
+                key: format!("raw_messages/{}", r.offset),
+                why: "missing".into(),
+            }),
+        }
+    }
+
+    pub fn raw_walk(
+        &self,
+        mut f: impl FnMut(super::spool::Located, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.paged(
+            "SELECT id, data FROM raw_messages WHERE id > $1 ORDER BY id LIMIT $2",
+            |r| {
+                let id: i64 = r.try_get(0).map_err(pg_err)?;
+                let data: Vec<u8> = r.try_get(1).map_err(pg_err)?;
+                f(
+                    super::spool::Located {
+                        file: PG_RAW_FILE,
+                        offset: u(id),
+                        len: data.len() as u64,
+                    },
+                    &data,
+                )
+            },
+        )
+    }
+
+    /// Replaces a raw message's bytes (same length). The old row version
+    /// stays in the table's pages until VACUUM reclaims it
+    /// (docs/scaling.md#erasure).
+    pub fn raw_overwrite(&self, at: super::spool::Located, bytes: &[u8]) -> Result<u64> {
+        if bytes.len() as u64 != at.len {
+            return Err(Error::Other(format!(
+                "overwrite of raw message {} with {} bytes, not {}",
+                at.offset,
+                bytes.len(),
+                at.len
+            )));
+        }
+        self.exec(
+            "UPDATE raw_messages SET data = $2 WHERE id = $1",
+            vec![i(at.offset), Arg::B(bytes.to_vec())],
+        )?;
+        Ok(super::spool::check_of(bytes))
     }
 
     pub fn size_on_disk(&self) -> u64 {
