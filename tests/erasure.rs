@@ -92,7 +92,7 @@ fn scan(dir: &Path, needles: &[Vec<u8>]) -> Vec<String> {
 
 /// Where a byte scan looks for what the desk keeps: on sled the data dir
 /// (or its `spool`/`store` part); on PostgreSQL a dump of the desk's rows,
-/// taken now (every part is the whole database there).
+/// taken now: the raw messages for `spool`, the rest for `store`.
 fn stored(d: &Daemon, part: &str) -> PathBuf {
     if !on_postgres() {
         return d.data_dir().join(part);
@@ -101,7 +101,12 @@ fn stored(d: &Daemon, part: &str) -> PathBuf {
     let n = DUMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = d.dir.path().join(format!("pg-rows-{n}"));
     std::fs::create_dir_all(&dir).expect("dump dir");
-    std::fs::write(dir.join("rows.sql"), pg_dump(&d.data_dir())).expect("write dump");
+    let tables: &[&str] = match part {
+        "spool" => &["-t", "raw_messages"],
+        "store" => &["-T", "raw_messages"],
+        _ => &[],
+    };
+    std::fs::write(dir.join("rows.sql"), pg_dump(&d.data_dir(), tables)).expect("write dump");
     dir
 }
 

@@ -223,11 +223,12 @@ pub fn link_secret(data: &Path) -> Vec<u8> {
         .collect()
 }
 
-/// Every row of the database of the data dir `data`, as `pg_dump
-/// --data-only` writes it, with `bytea` in the escape format (printable
+/// The rows of the database of the data dir `data`, as `pg_dump
+/// --data-only` writes them, with `bytea` in the escape format (printable
 /// ASCII as itself), so a byte scan finds in raw messages what it would
-/// find in sled's files.
-pub fn pg_dump(data: &Path) -> Vec<u8> {
+/// find in sled's files. `tables`: pg_dump's selection (`-t raw_messages`,
+/// `-T raw_messages`); none for all.
+pub fn pg_dump(data: &Path, tables: &[&str]) -> Vec<u8> {
     let url = pg_database_url(data).expect("pg_dump needs POSTDESK_TEST_PG");
     let bin = std::env::var("POSTDESK_TEST_PG_BIN")
         .map(|b| Path::new(&b).join("pg_dump"))
@@ -236,6 +237,7 @@ pub fn pg_dump(data: &Path) -> Vec<u8> {
         .unwrap_or_else(|| PathBuf::from("pg_dump"));
     let out = Command::new(&bin)
         .args(["--data-only", "--no-owner", "-d", &url])
+        .args(tables)
         .env("PGOPTIONS", "-c bytea_output=escape")
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
