@@ -68,11 +68,9 @@ impl Store {
     pub fn open_backend(cfg: &StoreConfig, data_dir: &Path) -> Result<Store> {
         match cfg.backend {
             StoreBackend::Sled => Store::open(data_dir),
+            // Nothing of the desk's is written under data_dir here: a CLI
+            // read on a node that never ran leaves no directory behind.
             StoreBackend::Postgres => {
-                std::fs::create_dir_all(data_dir).map_err(|source| Error::Io {
-                    path: data_dir.to_path_buf(),
-                    source,
-                })?;
                 PgStore::open(&cfg.postgres.url, cfg.postgres.pool_size, data_dir).map(Store::Pg)
             }
         }
@@ -90,9 +88,7 @@ impl Store {
     }
 
     pub fn set_commit_timeout(&self, limit: std::time::Duration) {
-        if let Store::Sled(s) = self {
-            s.set_commit_timeout(limit)
-        }
+        both!(self, s => s.set_commit_timeout(limit))
     }
 
     pub fn set_min_free_space(&self, bytes: u64) {
