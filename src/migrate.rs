@@ -10,7 +10,7 @@
 //! its `SpoolRef`s rewritten to the destination's and the batch put in
 //! one transaction. A crash part-way leaves a destination that is not
 //! empty: the next run refuses it, and the operator starts again from an
-//! empty one (the source is never written).
+//! empty one (the source's records are never written).
 //!
 //! The check streams both stores again: counts per kind, and the SHA-256
 //! of every message's raw bytes read back from the destination against

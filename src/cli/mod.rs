@@ -156,8 +156,8 @@ pub enum Cmd {
     /// Copy every ticket, message, raw mail, outbox entry, job and the
     /// link secret from one store into another, empty one (sled to
     /// PostgreSQL and back), then check counts and per-message SHA-256.
-    /// Stop postdesk first; the source is only read. Exits non-zero when
-    /// the check finds a difference.
+    /// Stop postdesk first; the source's records are not changed. Exits
+    /// non-zero when the check finds a difference.
     Migrate {
         /// sled:DIR (a data_dir) or postgres:URL (postgres://user@host/db).
         #[arg(long, value_name = "STORE")]
