@@ -79,8 +79,18 @@ fn two_nodes_split_the_outbox_and_take_over_a_dead_nodes_rows() {
     assert_eq!(mine.len(), 6);
     assert_eq!(theirs.len(), 4, "b gets only what a did not claim");
     assert!(mine.iter().all(|id| !theirs.contains(id)));
-    // a claims its own rows again (a restart of its sender), b does not.
+    // a claims its own rows again (a restart of its sender), b does not;
+    // taking them again writes nothing (same row versions).
+    let versions = |s: &PgStore| -> Vec<String> {
+        s.rows("SELECT xmin::text FROM outbox ORDER BY id", vec![])
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String, _>(0).unwrap())
+            .collect()
+    };
+    let before = versions(&a);
     assert_eq!(a.outbox_claim(now, 10).unwrap().len(), 6);
+    assert_eq!(versions(&a), before, "a re-claim rewrote rows");
     assert!(b.outbox_claim(now, 10).unwrap().len() == 4);
     // a stops beating, as a SIGKILLed node does: its rows go to b.
     a.inner.stop.store(true, Ordering::SeqCst);
