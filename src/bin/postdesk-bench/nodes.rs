@@ -26,6 +26,30 @@ pub struct NodeSample {
     pub postgres_cpu_ms_per_msg: Option<f64>,
     /// Machine CPU busy over the load and the outbox drain, % of all cores.
     pub machine_busy_pct: Option<f64>,
+    /// The database's own counters (pg_stat_database) over the run, per
+    /// accepted message: committed transactions, rows written (inserted,
+    /// updated, deleted), and WAL written by the server.
+    pub commits_per_msg: Option<f64>,
+    pub rows_written_per_msg: Option<f64>,
+    pub wal_kib_per_msg: Option<f64>,
+}
+
+/// (xact_commit, rows written, WAL bytes so far) of database `db`.
+fn db_counters(server: &str, db: &str) -> Option<(f64, f64, f64)> {
+    let row = psql(
+        &pg_url(server, "postgres"),
+        &format!(
+            "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted, \
+             pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') \
+             FROM pg_stat_database WHERE datname = '{db}'"
+        ),
+    )
+    .ok()?;
+    let v: Vec<f64> = row
+        .split('|')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    Some((*v.first()?, *v.get(1)?, *v.get(2)?))
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -166,11 +190,22 @@ async fn run_once(
         let pids: Vec<u32> = started.iter().map(|p| p.pid()).collect();
         let pm = pg.and_then(postmaster_pid);
         let cpu = |pids: &[u32]| pids.iter().map(|p| procfs::cpu_seconds(*p)).sum::<f64>();
+        let counters = || match (pg, &db) {
+            (Some(server), Some(db)) => db_counters(server, db),
+            _ => None,
+        };
+        let c0 = counters();
         let (pd0, pg0, m0) = (cpu(&pids), pm.map(procfs::cpu_seconds), machine_jiffies());
         let msgs = Arc::new(gen::messages(load.mix, load.messages, seed));
         let r = gen::run(&ports, load.sessions, msgs).await?;
         ctx.sink.settle(ctx.quiet, Duration::from_secs(300)).await;
         let (pd1, pg1, m1) = (cpu(&pids), pm.map(procfs::cpu_seconds), machine_jiffies());
+        // The statistics collector reports a backend's counts when its
+        // transaction ends, with a short delay: let them arrive.
+        if pg.is_some() {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        let c1 = counters();
         if r.accepted < load.messages {
             anyhow::bail!(
                 "{}: only {} of {} messages were accepted",
@@ -197,6 +232,9 @@ async fn run_once(
                 _ => None,
             },
             machine_busy_pct: busy,
+            commits_per_msg: c0.zip(c1).map(|(a, b)| (b.0 - a.0) / n),
+            rows_written_per_msg: c0.zip(c1).map(|(a, b)| (b.1 - a.1) / n),
+            wal_kib_per_msg: c0.zip(c1).map(|(a, b)| (b.2 - a.2) / 1024.0 / n),
         })
     }
     .await;
@@ -280,7 +318,7 @@ pub async fn node_count(
 
 pub fn table(results: &[NodeResult]) -> String {
     let mut s = String::from(
-        "| load | store | nodes | msg/s | p50 / p99 ms | postdesk CPU ms/msg (all nodes) | PostgreSQL CPU ms/msg | machine busy % |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
+        "| load | store | nodes | msg/s | p50 / p99 ms | postdesk CPU ms/msg (all nodes) | PostgreSQL CPU ms/msg | machine busy % | commits / rows written / WAL KiB per msg |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         let m = |f: &dyn Fn(&NodeSample) -> Option<f64>| {
@@ -288,7 +326,7 @@ pub fn table(results: &[NodeResult]) -> String {
             (!xs.is_empty()).then(|| median(xs))
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} / {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} / {} / {} |\n",
             r.label,
             r.store,
             r.nodes,
@@ -298,6 +336,9 @@ pub fn table(results: &[NodeResult]) -> String {
             fmt_opt(m(&|s| Some(s.postdesk_cpu_ms_per_msg)), 2),
             fmt_opt(m(&|s| s.postgres_cpu_ms_per_msg), 2),
             fmt_opt(m(&|s| s.machine_busy_pct), 0),
+            fmt_opt(m(&|s| s.commits_per_msg), 1),
+            fmt_opt(m(&|s| s.rows_written_per_msg), 1),
+            fmt_opt(m(&|s| s.wal_kib_per_msg), 1),
         ));
     }
     s
