@@ -56,7 +56,7 @@ pub async fn run(
     let templates = Arc::new(Templates::for_config(&cfg)?);
     // Compiled once per load; deliveries share it (a reload builds anew).
     let rules = crate::policy::Rules::new(&cfg)?;
-    let store = Store::open(&cfg.data_dir)?;
+    let store = Store::open_backend(&cfg.store, &cfg.data_dir)?;
     store.set_min_free_space(cfg.limits.min_free_space);
     store.set_commit_timeout(cfg.limits.commit_timeout.std());
     // Before anything else writes: a store from before the load counters
@@ -96,14 +96,10 @@ pub async fn run(
     let control_path = cfg.control_path();
     let control = crate::control::bind(&control_path)?;
 
-    let secret = Arc::new(
-        crate::workflow::links::load_or_create_secret(&cfg.data_dir).map_err(|e| {
-            Error::Secret {
-                path: cfg.data_dir.join("link-secret").display().to_string(),
-                why: e.to_string(),
-            }
-        })?,
-    );
+    let secret = Arc::new(store.load_or_create_secret().map_err(|e| Error::Secret {
+        path: cfg.data_dir.join("link-secret").display().to_string(),
+        why: e.to_string(),
+    })?);
     // DKIM/SPF need DNS; without a usable resolver those means simply never
     // vouch (signed addresses and Authentication-Results still work).
     let resolver = match Resolver::from_system_conf() {

@@ -749,7 +749,7 @@ pub fn export_person(
 
 /// `forget` with no daemon: the erasure, then the store rewrite at once.
 pub fn forget_offline(cfg: &Config, address: &str, by: &str) -> Result<Forgotten, Error> {
-    let store = Store::open(&cfg.data_dir)?;
+    let store = Store::open_backend(&cfg.store, &cfg.data_dir)?;
     let r = forget(&store, cfg, address, by);
     store.close();
     drop(store);

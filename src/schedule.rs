@@ -264,7 +264,7 @@ pub async fn run(
         notified.as_mut().enable();
 
         let now = Timestamp::now();
-        let due = match store.jobs_due(now, 64) {
+        let due = match store.jobs_claim(now, 64) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "scheduler: cannot read jobs; retrying in 1s");

@@ -48,7 +48,7 @@ pub async fn run(store: Store, every: Duration, mut shutdown: Shutdown) {
             _ = shutdown.wait() => return,
             _ = tick.tick() => {}
         }
-        let probe = tokio::time::timeout(every, store.quiet(|_| ())).await;
+        let probe = tokio::time::timeout(every, store.probe()).await;
         // A backup holds the committer for a while on a big store; while
         // its dump reports progress the committer is working, not wedged.
         let moved = store.quiet_progress() != progress;

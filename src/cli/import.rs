@@ -176,7 +176,7 @@ pub(crate) fn refuse_if_daemon_runs(cfg: &Config, what: &str) -> anyhow::Result<
 
 /// Opens the store directly, turning "locked" into what to do about it.
 pub(crate) fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    Store::open(&cfg.data_dir).map_err(|e| match e {
+    Store::open_backend(&cfg.store, &cfg.data_dir).map_err(|e| match e {
         crate::store::Error::Locked(dir) => anyhow!(
             "the store in {} is in use by another process (a daemon not answering on {}, \
              or another import): stop it first",
@@ -252,6 +252,9 @@ pub fn import_mbox(cfg: &Config, file: &Path) -> anyhow::Result<Summary> {
 /// into the import. sled lets go of its lock a moment after the last handle
 /// is dropped, hence the short wait.
 fn replay_once(cfg: &Config) {
+    if cfg.store.backend == crate::config::StoreBackend::Postgres {
+        return;
+    }
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match Store::open(&cfg.data_dir) {

@@ -679,7 +679,7 @@ pub(crate) fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Valu
             ),
         };
     }
-    let store = Store::open(&cfg.data_dir).with_context(|| {
+    let store = Store::open_backend(&cfg.store, &cfg.data_dir).with_context(|| {
         format!(
             "no daemon answered on {} and the store could not be opened",
             cfg.control_path().display()

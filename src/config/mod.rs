@@ -82,6 +82,9 @@ pub struct Config {
     /// SLA policies and the warning lead time (docs/sla.md).
     pub sla: SlaConfig,
     pub status_notices: StatusNotices,
+    /// Where tickets live: the embedded sled store under `data_dir`, or a
+    /// PostgreSQL database several nodes share (docs/scaling.md).
+    pub store: StoreConfig,
     /// The files of `calendars`, read by `Config::load` so that a broken
     /// calendar is a config error; empty after `Config::parse`, which
     /// reads no files.
@@ -202,6 +205,42 @@ pub enum RetainMetadata {
     Anonymise,
 }
 
+/// `store`: which backend holds the desk's state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    pub postgres: PostgresConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sled,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// `postgres://user@host:port/db` (libpq's URL form; a password is
+    /// better kept in `~/.pgpass` or `PGPASSWORD` than here).
+    pub url: String,
+    /// Connections per node. Each LMTP delivery holds one for its
+    /// transaction, the outbox and scheduler one each now and then.
+    pub pool_size: u32,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: String::new(),
+            pool_size: 16,
+        }
+    }
+}
+
 /// `status_notices`: which status changes the customer is told of.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -316,6 +355,7 @@ impl Default for Config {
             calendars: Default::default(),
             sla: SlaConfig::default(),
             status_notices: StatusNotices::default(),
+            store: StoreConfig::default(),
             loaded_calendars: Calendars::default(),
         }
     }
@@ -497,6 +537,20 @@ impl Config {
                 },
             }
         };
+        if self.store.backend == StoreBackend::Postgres {
+            let url = self.store.postgres.url.trim();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(bad(
+                    "store.postgres.url",
+                    format!(
+                        "{url:?} is not a PostgreSQL URL (e.g. postgres://postdesk@db.example.com/postdesk); store.backend is postgres"
+                    ),
+                ));
+            }
+            if self.store.postgres.pool_size == 0 {
+                return Err(bad("store.postgres.pool_size", "must be at least 1".into()));
+            }
+        }
         if !is_plausible_address(&self.support.address) {
             return Err(bad(
                 "support.address",

@@ -235,8 +235,7 @@ fn ticket_command(
         &cfg.support.token_prefix,
         now,
     )?;
-    let secret =
-        crate::workflow::links::load_or_create_secret(&cfg.data_dir).map_err(|e| e.to_string())?;
+    let secret = store.load_or_create_secret().map_err(|e| e.to_string())?;
     let (cfg2, tpl2, actor) = (cfg.clone(), tpl.clone(), actor.to_string());
     let out = store
         .commit_blocking(None, move |tx, _| {

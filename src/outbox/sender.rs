@@ -256,7 +256,7 @@ impl Scheduler<'_> {
     fn start_due(&mut self) -> store::Result<usize> {
         // Skipped ids still sit in the queue: read past them.
         let limit = BATCH + self.in_flight.len() + self.held.len();
-        let due = self.store.outbox_due(Timestamp::now(), limit)?;
+        let due = self.store.outbox_claim(Timestamp::now(), limit)?;
         let mut started = 0;
         for id in due {
             if self.tasks.len() >= CONCURRENCY {

@@ -13,17 +13,21 @@
 //!
 //! Must not: decide anything. Decisions come from `ingest`/`workflow`.
 
+mod backend;
 pub mod dump;
 pub mod keys;
 pub mod mem;
 pub mod model;
+pub mod pg;
 pub mod policy_keys;
+pub mod records;
 pub mod rewrite;
 mod sled_store;
 pub mod spool;
 
+pub use backend::{Store, Tx};
 pub use model::*;
-pub use sled_store::{Quiet, Store, Tx, FAULT_FILE, STALL_FILE};
+pub use sled_store::{CommitStats, Quiet, SledStore, SledTx, FAULT_FILE, STALL_FILE};
 
 use std::path::PathBuf;
 
@@ -45,6 +49,8 @@ pub enum Error {
     Closed,
     #[error("store: data directory {0} is in use by another process")]
     Locked(PathBuf),
+    #[error("store: postgres: {0}")]
+    Pg(String),
     #[error("{0}")]
     Other(String),
 }

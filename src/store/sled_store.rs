@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 type AnyBox = Box<dyn Any + Send>;
-type JobFn = Box<dyn Fn(&Tx, Option<SpoolRef>) -> Result<AnyBox> + Send>;
+type JobFn = Box<dyn Fn(&SledTx, Option<SpoolRef>) -> Result<AnyBox> + Send>;
 
 struct CommitJob {
     raw: Option<Arc<Vec<u8>>>,
@@ -40,7 +40,7 @@ enum Work {
     Quiet(QuietFn, oneshot::Sender<AnyBox>),
 }
 
-/// The store as a [`Store::quiet`] closure sees it: every job answered
+/// The store as a [`SledStore::quiet`] closure sees it: every job answered
 /// before it is committed and synced, and none runs until it returns. So a
 /// walk over the trees and the spool file lengths taken here form one
 /// consistent point (backups), and its running at all shows the ingest
@@ -100,7 +100,7 @@ pub(crate) struct Inner {
 
 /// Cheap to clone: every clone talks to the same committer.
 #[derive(Clone)]
-pub struct Store {
+pub struct SledStore {
     inner: Arc<Inner>,
 }
 
@@ -113,10 +113,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-impl Store {
+impl SledStore {
     /// Opens (or creates) the store under `data_dir` and starts its
     /// committer. Fails with [`Error::Locked`] when another process has it.
-    pub fn open(data_dir: &Path) -> Result<Store> {
+    pub fn open(data_dir: &Path) -> Result<SledStore> {
         // sled creates its files (conf, db, blobs, and a snap.* at every
         // flush) with the process umask: the CLI working on the store with
         // no daemon running must not leave them readable by others
@@ -184,7 +184,7 @@ impl Store {
             .name("store-watchdog".into())
             .spawn(move || watchdog(watched))
             .map_err(io(data_dir))?;
-        Ok(Store { inner })
+        Ok(SledStore { inner })
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -205,12 +205,12 @@ impl Store {
     }
 
     /// Runs `f` in one transaction (re-run on conflict, so it must be pure
-    /// apart from its writes through `Tx`) after appending `raw` to the
+    /// apart from its writes through `SledTx`) after appending `raw` to the
     /// spool, and returns once the batch holding it is on stable storage.
     pub async fn commit<T, F>(&self, raw: Option<Arc<Vec<u8>>>, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: Fn(&Tx, Option<SpoolRef>) -> Result<T> + Send + 'static,
+        F: Fn(&SledTx, Option<SpoolRef>) -> Result<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job = CommitJob {
@@ -229,12 +229,12 @@ impl Store {
             .map_err(|_| Error::Other("committer returned the wrong type".into()))
     }
 
-    /// Blocking form of [`Store::commit`] for code outside the runtime
+    /// Blocking form of [`SledStore::commit`] for code outside the runtime
     /// (the CLI working on the store directly, `import`).
     pub fn commit_blocking<T, F>(&self, raw: Option<Arc<Vec<u8>>>, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: Fn(&Tx, Option<SpoolRef>) -> Result<T> + Send + 'static,
+        F: Fn(&SledTx, Option<SpoolRef>) -> Result<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job = CommitJob {
@@ -268,7 +268,7 @@ impl Store {
             .and_then(downcast)
     }
 
-    /// Async form of [`Store::quiet_blocking`].
+    /// Async form of [`SledStore::quiet_blocking`].
     pub async fn quiet<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -504,7 +504,7 @@ impl Store {
     /// `explain` (nothing is written: every write method is refused).
     pub fn with_read_view<T>(&self, f: impl Fn(&dyn View) -> Result<T>) -> Result<T> {
         let r = self.inner.tree.transaction(|t| {
-            let tx = Tx { t, read_only: true };
+            let tx = SledTx { t, read_only: true };
             f(&tx).map_err(ConflictableTransactionError::Abort)
         });
         flatten(r)
@@ -601,7 +601,7 @@ fn committer(
                 None => None,
             };
             let r = inner.tree.transaction(|t| {
-                let tx = Tx {
+                let tx = SledTx {
                     t,
                     read_only: false,
                 };
@@ -827,7 +827,8 @@ fn make_durable(inner: &Inner, spool: &mut Spool, db_file: &File) -> Result<()> 
 }
 
 /// A transaction in progress: the [`View`] the decision reads, plus writes.
-pub struct Tx<'a> {
+#[derive(Clone, Copy)]
+pub struct SledTx<'a> {
     t: &'a TransactionalTree,
     read_only: bool,
 }
@@ -839,7 +840,7 @@ fn tx_err(e: sled::transaction::UnabortableTransactionError) -> Error {
     }
 }
 
-impl Tx<'_> {
+impl SledTx<'_> {
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
         match self.t.get(key).map_err(tx_err)? {
             Some(v) => decode(&v).map(Some).map_err(|why| Error::Corrupt {
@@ -984,7 +985,7 @@ impl Tx<'_> {
     }
 }
 
-impl View for Tx<'_> {
+impl View for SledTx<'_> {
     fn ticket(&self, number: u64) -> Result<Option<Ticket>> {
         self.get(&keys::ticket(number))
     }
@@ -1048,36 +1049,36 @@ impl View for Tx<'_> {
     }
 }
 
-impl Writes for Tx<'_> {
+impl Writes for SledTx<'_> {
     fn take_ticket_number(&self) -> Result<u64> {
-        Tx::take_ticket_number(self)
+        SledTx::take_ticket_number(self)
     }
     fn put_ticket(&self, t: &Ticket) -> Result<()> {
-        Tx::put_ticket(self, t)
+        SledTx::put_ticket(self, t)
     }
     fn put_message(&self, ticket: u64, seq: u32, m: &MessageRecord) -> Result<()> {
-        Tx::put_message(self, ticket, seq, m)
+        SledTx::put_message(self, ticket, seq, m)
     }
     fn put_apart(&self, m: &MessageRecord) -> Result<u64> {
-        Tx::put_apart(self, m)
+        SledTx::put_apart(self, m)
     }
     fn index_thread_key(&self, message_id: &str, ticket: u64) -> Result<()> {
-        Tx::index_thread_key(self, message_id, ticket)
+        SledTx::index_thread_key(self, message_id, ticket)
     }
     fn index_conversation(&self, key: &str, ticket: u64) -> Result<()> {
-        Tx::index_conversation(self, key, ticket)
+        SledTx::index_conversation(self, key, ticket)
     }
     fn put_stored_ids(&self, message_id: &str, ids: &StoredIds) -> Result<()> {
-        Tx::put_stored_ids(self, message_id, ids)
+        SledTx::put_stored_ids(self, message_id, ids)
     }
     fn put_ack_times(&self, address: &str, times: &[Timestamp]) -> Result<()> {
-        Tx::put_ack_times(self, address, times)
+        SledTx::put_ack_times(self, address, times)
     }
     fn learn_customer(&self, address: &str, customer: &str) -> Result<()> {
-        Tx::learn_customer(self, address, customer)
+        SledTx::learn_customer(self, address, customer)
     }
     fn add_outbox(&self, e: OutboxEntry) -> Result<u64> {
-        Tx::add_outbox(self, e)
+        SledTx::add_outbox(self, e)
     }
     fn add_job(&self, due: Timestamp, kind: JobKind, now: Timestamp) -> Result<ScheduledRef> {
         let id = self.counter(keys::NEXT_JOB, 1)?;
@@ -1144,7 +1145,7 @@ impl Writes for Tx<'_> {
 /// Desk-policy reads outside transactions (issue #8): the load counters as
 /// stored, for the rebuild at start and for tests that compare them with a
 /// full scan.
-impl Store {
+impl SledStore {
     /// Every stored load counter, by agent.
     pub fn agent_loads(&self) -> Result<std::collections::BTreeMap<String, super::AgentLoad>> {
         let mut out = std::collections::BTreeMap::new();
@@ -1169,7 +1170,7 @@ impl Store {
     }
 }
 
-impl Tx<'_> {
+impl SledTx<'_> {
     /// Marks the load counters as built (see `super::policy_keys::LOADS_BUILT`).
     pub fn mark_loads_built(&self) -> Result<()> {
         self.put(super::policy_keys::LOADS_BUILT.to_vec(), vec![1])
@@ -1182,7 +1183,7 @@ impl Tx<'_> {
 }
 
 /// The similar-ticket index outside transactions, for its rebuild.
-impl Store {
+impl SledStore {
     /// Whether the similar-ticket index was built for this store yet.
     pub fn similar_built(&self) -> Result<bool> {
         Ok(self
@@ -1196,7 +1197,7 @@ impl Store {
 /// …`. Each read maps to a query a SQL backend answers from its rows
 /// (`count(*) … group by state`, `… order by due limit n`); here the counts
 /// come from the `n/` counters and the pending list from the `q/` queue.
-impl Store {
+impl SledStore {
     /// Tickets per status, from the counters ([`super::track_load`] keeps
     /// them); statuses with none are left out.
     pub fn ticket_counts(&self) -> Result<std::collections::BTreeMap<super::Status, u64>> {
@@ -1263,7 +1264,7 @@ impl Store {
     }
 
     /// Entries in any of `states`, oldest first, at most `limit` (for
-    /// pending ones [`Store::outbox_pending`] reads the queue instead). The
+    /// pending ones [`SledStore::outbox_pending`] reads the queue instead). The
     /// sled layout has no index by state, so this walks every `o/` record:
     /// fine for an operator's command, not for a hot path.
     pub fn outbox_in_states(
@@ -1355,7 +1356,7 @@ impl Store {
 // ---- erasure (`forget`, `policy.retention`: src/erase.rs, src/retention.rs):
 // the scans run outside transactions, the writes inside, by key ----
 
-impl Store {
+impl SledStore {
     /// Every message record of every ticket as (ticket, seq, record), one
     /// at a time in key order.
     pub fn for_each_message(
@@ -1437,7 +1438,7 @@ impl Store {
     }
 }
 
-impl Tx<'_> {
+impl SledTx<'_> {
     /// Rewrites a message kept apart in place (erasure).
     pub fn put_apart_at(&self, n: u64, m: &MessageRecord) -> Result<()> {
         self.put(keys::apart(n), encode(m))
@@ -1531,7 +1532,7 @@ mod layout_tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let tree = &store.inner.tree;
         assert_eq!(
             tree.scan_prefix(keys::STORED_ID_V1).count(),
@@ -1586,7 +1587,7 @@ mod count_tests {
     use crate::store::Status;
     use std::collections::BTreeMap;
 
-    fn scanned(store: &Store) -> (BTreeMap<Status, u64>, BTreeMap<OutboxState, u64>) {
+    fn scanned(store: &SledStore) -> (BTreeMap<Status, u64>, BTreeMap<OutboxState, u64>) {
         let mut t = BTreeMap::new();
         store
             .for_each_ticket(|x| *t.entry(x.status).or_insert(0) += 1)
@@ -1601,7 +1602,7 @@ mod count_tests {
     #[test]
     fn counters_follow_every_write_and_an_older_store_gets_them_built() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         assert!(store.ensure_counts().unwrap(), "a new store is marked");
         let cfg = crate::config::Config::default();
         let now = Timestamp::UNIX_EPOCH;
