@@ -1095,10 +1095,10 @@ fn postfix_with_three_lmtp_next_hops_stores_everything_when_one_dies() {
     let mut pf = postfix::Postfix::new();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut nodes = start_nodes_on(&ports, &db, pf.relay_port, "");
-    // `inet:` only before the first: Postfix 3.7 strips the prefix from
-    // the whole next-hop field, not from each entry, and an lmtp(8) given
+    // No `inet:` prefix: Postfix 3.7 strips it from the whole next-hop
+    // field once, not from each entry, and an lmtp(8) given
     // `…, inet:127.0.0.1:P` dies with "valid hostname or network address
-    // required". A bare destination is TCP anyway.
+    // required". A bare `[address]:port` is TCP anyway.
     let transport = format!(
         "lmtp:{}",
         ports
