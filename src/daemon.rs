@@ -57,6 +57,19 @@ pub async fn run(
     // Compiled once per load; deliveries share it (a reload builds anew).
     let rules = crate::policy::Rules::new(&cfg)?;
     let store = Store::open_backend(&cfg.store, &cfg.data_dir)?;
+    // On PostgreSQL the node's data_dir holds only its control socket (and
+    // the debug fault switches); sled made it already.
+    if !cfg.data_dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cfg.data_dir)
+            .map_err(|source| crate::store::Error::Io {
+                path: cfg.data_dir.clone(),
+                source,
+            })?;
+    }
     store.set_min_free_space(cfg.limits.min_free_space);
     store.set_commit_timeout(cfg.limits.commit_timeout.std());
     // Before anything else writes: a store from before the load counters

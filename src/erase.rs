@@ -328,9 +328,13 @@ pub fn forget(store: &Store, cfg: &Config, address: &str, by: &str) -> Result<Fo
     if cfg.support_tag(&address).is_some() {
         return Err(Error::DeskAddress(address));
     }
-    let pseudo = pseudonym(&cfg.data_dir, &address)?;
+    // Every node must give one person the same pseudonym: on PostgreSQL
+    // the key is the shared secret in the database.
+    let pseudo = match store {
+        Store::Pg(p) => pseudonym_with(&p.load_or_create_secret()?, &address),
+        Store::Sled(_) => pseudonym(&cfg.data_dir, &address)?,
+    };
     let data_dir = store.data_dir().to_path_buf();
-    let spool_dir = data_dir.join("spool");
 
     // ---- what names them (scans, outside any transaction) ----
     let mut names: BTreeSet<String> = BTreeSet::new();
@@ -384,7 +388,7 @@ pub fn forget(store: &Store, cfg: &Config, address: &str, by: &str) -> Result<Fo
     }
     // The display names they wrote under, from their own mail.
     for r in &own_refs {
-        let Ok(raw) = spool::read_unchecked(&spool_dir, r) else {
+        let Ok(raw) = store.raw_read_unchecked(r) else {
             continue;
         };
         let p = crate::ingest::parse::parse(&raw);
@@ -404,7 +408,7 @@ pub fn forget(store: &Store, cfg: &Config, address: &str, by: &str) -> Result<Fo
     let addr_needles = raw_needles(&address, &BTreeSet::new());
     let needles = raw_needles(&address, &scrub.names);
     let mut checks: HashMap<Loc, u64> = HashMap::new();
-    spool::walk(&spool_dir, |at, bytes| {
+    store.raw_walk(|at, bytes| {
         let loc = (at.file, at.offset);
         let new = if own.contains(&loc) {
             let zeros = vec![0u8; bytes.len()];
@@ -415,7 +419,7 @@ pub fn forget(store: &Store, cfg: &Config, address: &str, by: &str) -> Result<Fo
             (named && mask(&mut b, &needles) > 0).then_some(b)
         };
         let check = match &new {
-            Some(b) => spool::overwrite(&spool_dir, at, b)?,
+            Some(b) => store.raw_overwrite(at, b)?,
             None => spool::check_of(bytes),
         };
         // Changed now, or by an earlier run that stopped before the
@@ -567,8 +571,14 @@ pub fn forget(store: &Store, cfg: &Config, address: &str, by: &str) -> Result<Fo
     })?;
 
     // ---- pass 3 is owed ----
-    crate::store::rewrite::mark_pending(&data_dir)?;
-    out.rewrite = "pending".into();
+    if let Store::Sled(_) = store {
+        crate::store::rewrite::mark_pending(&data_dir)?;
+        out.rewrite = "pending".into();
+    } else {
+        // PostgreSQL keeps old row versions until VACUUM reuses their
+        // space: the operator's part (docs/scaling.md#erasure).
+        out.rewrite = "vacuum".into();
+    }
     tracing::info!(
         address = %out.pseudonym,
         tickets = out.tickets,

@@ -38,6 +38,8 @@
 //!   inside the transaction (a freed slot takes the oldest waiting ticket)
 //!   and the per-agent load counters.
 //! - `cli`: the command line (anyhow lives here and in main).
+//! - `migrate`: a whole store into another, empty one (sled ↔ PostgreSQL),
+//!   checked by counts and per-message checksums.
 //! - `backup`: consistent online backup and restore; `watchdog`: systemd
 //!   keep-alives, sent only while the committer answers a probe.
 
@@ -51,6 +53,7 @@ pub mod erase;
 pub mod ingest;
 pub mod lmtp;
 pub mod metrics;
+pub mod migrate;
 pub mod outbox;
 pub mod policy;
 pub mod render;

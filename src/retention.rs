@@ -180,7 +180,6 @@ pub fn sweep(store: &Store, cfg: &Config, now: Timestamp) -> Result<Swept, crate
     if expired_tickets.is_empty() {
         return Ok(out);
     }
-    let spool_dir = store.data_dir().join("spool");
     let numbers: std::collections::HashSet<u64> =
         expired_tickets.iter().map(|t| t.number).collect();
     let mut outbox_of: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -225,10 +224,10 @@ pub fn sweep(store: &Store, cfg: &Config, now: Timestamp) -> Result<Swept, crate
                 len: m.raw.len,
             };
             let zeros = vec![0u8; usize::try_from(m.raw.len).unwrap_or(0)];
-            let c = if spool::read_unchecked(&spool_dir, &m.raw)? == zeros {
+            let c = if store.raw_read_unchecked(&m.raw)? == zeros {
                 spool::check_of(&zeros)
             } else {
-                spool::overwrite(&spool_dir, at, &zeros)?
+                store.raw_overwrite(at, &zeros)?
             };
             checks.insert((m.raw.file, m.raw.offset), c);
         }

@@ -355,12 +355,13 @@ pub async fn run(
                 }
             }
         }
+        let idle = Duration::from_secs(60).min(store.idle_poll());
         let sleep_for = match store.jobs_next_due() {
             Ok(Some(t)) => {
                 let ms = t.duration_since(Timestamp::now()).as_millis().max(0) as u64;
-                Duration::from_millis(ms.min(60_000))
+                Duration::from_millis(ms).min(idle)
             }
-            Ok(None) => Duration::from_secs(60),
+            Ok(None) => idle,
             Err(_) => Duration::from_secs(1),
         };
         tokio::select! {

@@ -2,16 +2,14 @@
 //! templates, customer directory. The real binary, a recording SMTP sink
 //! as the relay, and ports held by this test process as "another process".
 
-#[path = "common/sink.rs"]
-mod sink;
+mod common;
 
-use sink::Sink;
+use common::sink::Sink;
+use common::BIN;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -46,10 +44,12 @@ impl Run {
 fn check(lmtp_port: u16, relay: &str, extra: &str) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let config: PathBuf = dir.path().join("postdesk.yaml");
+    let data = dir.path().join("data");
     std::fs::write(
         &config,
-        format!(
-            r#"listen:
+        common::with_store(
+            format!(
+                r#"listen:
   lmtp: ["127.0.0.1:{lmtp_port}"]
 data_dir: {data}
 support:
@@ -63,7 +63,9 @@ outbound:
   relay: {relay}
   timeout: 5s
 {extra}"#,
-            data = dir.path().join("data").display(),
+                data = data.display(),
+            ),
+            &data,
         ),
     )
     .expect("write config");

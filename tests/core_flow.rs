@@ -494,7 +494,7 @@ fn check_config_names_the_bad_key_and_line() {
         dir.path().join("data").display(),
         dir.path().join("sent").display()
     );
-    std::fs::write(&p, good).unwrap();
+    std::fs::write(&p, with_store(good, &dir.path().join("data"))).unwrap();
     let out = std::process::Command::new(BIN)
         .args(["--config", p.to_str().unwrap(), "check-config"])
         .output()

@@ -649,10 +649,12 @@ impl Desk {
     fn new() -> Desk {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("postdesk.yaml");
+        let data = dir.path().join("data");
         std::fs::write(
             &config,
-            format!(
-                r#"listen:
+            common::with_store(
+                format!(
+                    r#"listen:
   lmtp: ["127.0.0.1:{port}"]
 data_dir: {data}
 support:
@@ -666,9 +668,11 @@ team:
 outbound:
   relay: file:{sent}
 "#,
-                port = free_port(),
-                data = dir.path().join("data").display(),
-                sent = dir.path().join("sent").display(),
+                    port = free_port(),
+                    data = data.display(),
+                    sent = dir.path().join("sent").display(),
+                ),
+                &data,
             ),
         )
         .expect("write config");
@@ -879,7 +883,7 @@ fn import_backfills_history_and_export_gives_it_back() {
 
     // The import leaves the per-agent load counters built and true, so the
     // daemon's first start does not count every ticket before it listens.
-    let store = postdesk::store::Store::open(&desk.dir.path().join("data")).expect("open store");
+    let store = common::open_store(&desk.dir.path().join("data"));
     assert!(
         store.loads_built().expect("read"),
         "load counters not built by the import"

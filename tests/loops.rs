@@ -270,7 +270,10 @@ fn desk(domain: &str) -> (Sink, Daemon) {
     d.stop();
     std::fs::write(
         &d.config,
-        desk_yaml(d.port, &d.data_dir(), sink.port(), domain),
+        with_store(
+            desk_yaml(d.port, &d.data_dir(), sink.port(), domain),
+            &d.data_dir(),
+        ),
     )
     .unwrap();
     let before = d.log().matches("postdesk ready").count();

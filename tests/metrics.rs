@@ -590,7 +590,7 @@ fn status_json_names_the_metrics_listener_outbox_depth_and_last_delivery() {
     ] {
         assert!(st.get(key).is_some(), "{key}: {st}");
     }
-    assert_eq!(st["store"]["backend"], "sled");
+    assert_eq!(st["store"]["backend"], common::backend());
     assert!(st["store"]["size_bytes"].as_u64().is_some_and(|b| b > 0));
     assert_eq!(st["tickets"]["total"], 1);
     assert!(st["outbox"]["depth"].is_u64(), "{st}");

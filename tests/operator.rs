@@ -342,7 +342,7 @@ fn status_reports_counts_outbox_jobs_and_activity_running_and_stopped() {
         st["listeners"]["lmtp"],
         serde_json::json!([format!("127.0.0.1:{}", d.port)])
     );
-    assert_eq!(st["store"]["backend"], "sled");
+    assert_eq!(st["store"]["backend"], common::backend());
     assert!(
         st["store"]["size_bytes"].as_u64().is_some_and(|b| b > 0),
         "{st}"
@@ -382,7 +382,7 @@ fn status_reports_counts_outbox_jobs_and_activity_running_and_stopped() {
     let text = d.cli_ok(&["status"]);
     for want in [
         "running",
-        "sled",
+        common::backend(),
         "unassigned 2",
         "reminder SUP-1",
         "injected fault",

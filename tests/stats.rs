@@ -1,12 +1,13 @@
 //! `postdesk stats` on a scripted history whose answers are worked out by
 //! hand below: tickets with chosen timestamps are committed into a real
-//! sled store through the library's `Store`, then the real binary reports
-//! on it, once opening the store itself and once through a running daemon.
+//! store (sled, or the desk's PostgreSQL database) through the library's
+//! `Store`, then the real binary reports on it, once opening the store
+//! itself and once through a running daemon.
 
 mod common;
 
 use common::*;
-use postdesk::store::{Pause, Rating, RatingValue, SlaTarget, Status, Store, Ticket, Timestamp};
+use postdesk::store::{Pause, Rating, RatingValue, SlaTarget, Status, Ticket, Timestamp};
 use serde_json::Value;
 use std::path::Path;
 
@@ -208,10 +209,10 @@ fn to_ticket(s: &T) -> Ticket {
     t
 }
 
-/// Commits the history into the sled store under `data`, numbered in
-/// order (SUP-1 … SUP-8), and closes it again.
+/// Commits the history into the store of the desk under `data` (sled, or
+/// its database), numbered in order (SUP-1 … SUP-8), and closes it again.
 fn write_history(data: &Path) {
-    let store = Store::open(data).expect("open store");
+    let store = common::open_store(data);
     let tickets: Vec<Ticket> = history().iter().map(to_ticket).collect();
     store
         .commit_blocking(None, move |tx, _| {

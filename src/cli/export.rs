@@ -52,7 +52,7 @@ pub struct Counts {
 
 pub fn run(cfg: &Config, out: Option<&Path>, raw: bool) -> anyhow::Result<ExitCode> {
     refuse_if_daemon_runs(cfg, "run the export")?;
-    if !cfg.data_dir.join("store").exists() {
+    if !cfg.has_store() {
         // Nothing was ever delivered here: an empty export, and no data
         // directory made as a side effect.
         eprintln!(

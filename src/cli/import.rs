@@ -383,7 +383,14 @@ impl Import {
                     queue.push_back(inflight);
                 }
             }
-            while queue.len() >= MAX_IN_FLIGHT || queued_bytes > MAX_IN_FLIGHT_BYTES {
+            // sled's one committer takes jobs in the order they were
+            // queued; PostgreSQL runs each in its own transaction, in any
+            // order, so there a message waits for the one before it.
+            let max_in_flight = match self.store {
+                Store::Sled(_) => MAX_IN_FLIGHT,
+                Store::Pg(_) => 1,
+            };
+            while queue.len() >= max_in_flight || queued_bytes > MAX_IN_FLIGHT_BYTES {
                 let Some(f) = queue.pop_front() else { break };
                 queued_bytes -= f.len;
                 let r = wait(f, &mut s, &self.cfg).await;

@@ -9,6 +9,7 @@ pub mod check;
 pub mod export;
 pub mod import;
 pub mod man;
+pub mod migrate;
 
 use crate::config::{Config, LogFormat};
 use crate::control::{self, views, Request, Response};
@@ -151,6 +152,29 @@ pub enum Cmd {
     Retention {
         #[command(subcommand)]
         cmd: RetentionCmd,
+    },
+    /// Copy every ticket, message, raw mail, outbox entry, job and the
+    /// link secret from one store into another, empty one (sled to
+    /// PostgreSQL and back), then check counts and per-message SHA-256.
+    /// Stop postdesk first; the source's records are not changed. Exits
+    /// non-zero when the check finds a difference.
+    Migrate {
+        /// sled:DIR (a data_dir) or postgres:URL (postgres://user@host/db).
+        #[arg(long, value_name = "STORE")]
+        from: String,
+        /// sled:DIR or postgres:URL; must hold nothing yet.
+        #[arg(long, value_name = "STORE")]
+        to: String,
+        /// Records per destination transaction.
+        #[arg(long, value_name = "N", default_value_t = 500)]
+        batch: usize,
+        /// Raw messages written at once (the destination folds them into
+        /// one durable write).
+        #[arg(long, value_name = "N", default_value_t = 32)]
+        parallel: usize,
+        /// Plain progress lines instead of a bar.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -423,11 +447,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Backup { dir, json } => {
             let cfg = load_config(config_path.as_deref())?;
             init_logging(&cfg, "warn");
+            sled_only(&cfg, "backup", "pg_dump")?;
             backup::backup(&cfg, &dir, json)
         }
         Cmd::Restore { dir } => {
             let cfg = load_config(config_path.as_deref())?;
             init_logging(&cfg, "warn");
+            sled_only(&cfg, "restore", "pg_restore")?;
             backup::restore(&cfg, &dir)
         }
         Cmd::Forget { address } => {
@@ -446,6 +472,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 v["tickets"], v["messages"], v["outbox"], v["anonymised"]
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Migrate {
+            from,
+            to,
+            batch,
+            parallel,
+            quiet,
+        } => {
+            // Only the log format comes from a config: the stores are named
+            // on the command line, so a broken config does not stop this.
+            let cfg = load_config(config_path.as_deref()).unwrap_or_default();
+            init_logging(&cfg, "warn");
+            migrate::run(&from, &to, batch, parallel, quiet)
         }
         Cmd::Rules {
             cmd: RulesCmd::Test { at, to, json },
@@ -626,7 +665,7 @@ pub(crate) fn ask(cfg: &Config, req: Request) -> anyhow::Result<serde_json::Valu
         };
     }
     let tpl = Templates::for_config(cfg)?;
-    if !cfg.data_dir.join("store").exists() {
+    if !cfg.has_store() {
         // Nothing was ever delivered here: answer from an empty desk rather
         // than creating a data directory as a side effect of a query.
         return match req {
@@ -710,7 +749,7 @@ fn forget(cfg: &Config, address: &str) -> anyhow::Result<ExitCode> {
         Some(Response::Ok(v)) => v,
         Some(Response::Err(e)) => bail!(e),
         None => {
-            if !cfg.data_dir.join("store").exists() {
+            if !cfg.has_store() {
                 bail!(
                     "the data directory {} holds no store: nothing is stored about anyone",
                     cfg.data_dir.display()
@@ -1000,20 +1039,28 @@ fn print_status(v: &serde_json::Value) {
         );
     }
     let st = &v["store"];
-    match st["size_bytes"].as_u64() {
-        Some(b) => println!(
-            "  {:<15} {} at {}, {:.1} MiB",
-            "store",
-            s(st, "backend"),
-            s(st, "data_dir"),
-            b as f64 / (1024.0 * 1024.0)
-        ),
-        None => println!(
-            "  {:<15} {} at {}: no store yet",
-            "store",
-            s(st, "backend"),
-            s(st, "data_dir")
-        ),
+    if let Some(node) = st["node"].as_str() {
+        let live = st["nodes"].as_array().map(Vec::len).unwrap_or(0);
+        println!(
+            "  {:<15} postgres, this node {node}, {live} node(s) beating",
+            "store"
+        );
+    } else {
+        match st["size_bytes"].as_u64() {
+            Some(b) => println!(
+                "  {:<15} {} at {}, {:.1} MiB",
+                "store",
+                s(st, "backend"),
+                s(st, "data_dir"),
+                b as f64 / (1024.0 * 1024.0)
+            ),
+            None => println!(
+                "  {:<15} {} at {}: no store yet",
+                "store",
+                s(st, "backend"),
+                s(st, "data_dir")
+            ),
+        }
     }
     if let Some(t) = v["tickets"].as_object() {
         let parts: Vec<String> = crate::store::Status::ALL
@@ -1395,4 +1442,15 @@ fn explain(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `backup` and `restore` copy sled's files; a PostgreSQL desk is backed up
+/// by the database's own tools, which see every node's writes.
+fn sled_only(cfg: &Config, what: &str, tool: &str) -> anyhow::Result<()> {
+    if cfg.store.backend == crate::config::StoreBackend::Postgres {
+        bail!(
+            "{what} works on the sled store; store.backend is postgres: use {tool} (or the server's base backups) on the database instead (docs/scaling.md#backups)"
+        );
+    }
+    Ok(())
 }

@@ -329,6 +329,18 @@ pub struct Customer {
     pub manager: Option<String>,
 }
 
+impl Config {
+    /// Whether there may be desk data to read: a sled store under
+    /// `data_dir`, or a PostgreSQL database (always: it is shared, and
+    /// another node may have written it).
+    pub fn has_store(&self) -> bool {
+        match self.store.backend {
+            StoreBackend::Sled => self.data_dir.join("store").exists(),
+            StoreBackend::Postgres => true,
+        }
+    }
+}
+
 impl Default for Config {
     /// The built-in default (SPEC §7): loopback, data in `./data`, outbound
     /// to files, so a newcomer's first mail shows up without any set-up.

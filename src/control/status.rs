@@ -112,7 +112,10 @@ pub fn status(
         "last_delivery": activity.last_delivery,
         "last_error": activity.last_error,
         "store": {
-            "backend": "sled",
+            "backend": match cfg.store.backend {
+                crate::config::StoreBackend::Sled => "sled",
+                crate::config::StoreBackend::Postgres => "postgres",
+            },
             "data_dir": cfg.data_dir,
             "size_bytes": serde_json::Value::Null,
         },
@@ -124,6 +127,19 @@ pub fn status(
         return Ok(v);
     };
     v["store"]["size_bytes"] = store.size_on_disk().into();
+    v["store"]["backend"] = store.backend_name().into();
+    if let crate::store::Store::Pg(p) = store {
+        // Which node this is, and who else beats: the first thing to look
+        // at when mail waits on a lease.
+        v["store"]["node"] = p.node().into();
+        v["store"]["nodes"] = p
+            .live_nodes()
+            .map_err(err)?
+            .into_iter()
+            .map(serde_json::Value::from)
+            .collect::<Vec<_>>()
+            .into();
+    }
     let mut by_status = serde_json::Map::new();
     let mut total = 0u64;
     let counts = store.ticket_counts().map_err(err)?;

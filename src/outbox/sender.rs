@@ -152,7 +152,7 @@ pub async fn run(
 
         let now = Instant::now();
         held.retain(|_, until| *until > now);
-        let mut wake_at = now + MAX_SLEEP;
+        let mut wake_at = now + MAX_SLEEP.min(store.idle_poll());
         let mut started = 0;
         match backoff_until {
             Some(b) if b > now => wake_at = b,

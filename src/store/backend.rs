@@ -68,11 +68,9 @@ impl Store {
     pub fn open_backend(cfg: &StoreConfig, data_dir: &Path) -> Result<Store> {
         match cfg.backend {
             StoreBackend::Sled => Store::open(data_dir),
+            // Nothing of the desk's is written under data_dir here: a CLI
+            // read on a node that never ran leaves no directory behind.
             StoreBackend::Postgres => {
-                std::fs::create_dir_all(data_dir).map_err(|source| Error::Io {
-                    path: data_dir.to_path_buf(),
-                    source,
-                })?;
                 PgStore::open(&cfg.postgres.url, cfg.postgres.pool_size, data_dir).map(Store::Pg)
             }
         }
@@ -90,9 +88,7 @@ impl Store {
     }
 
     pub fn set_commit_timeout(&self, limit: std::time::Duration) {
-        if let Store::Sled(s) = self {
-            s.set_commit_timeout(limit)
-        }
+        both!(self, s => s.set_commit_timeout(limit))
     }
 
     pub fn set_min_free_space(&self, bytes: u64) {
@@ -261,6 +257,17 @@ impl Store {
         }
     }
 
+    /// How long the outbox sender and the scheduler may sleep with nothing
+    /// due. One sled node hears of every write; a PostgreSQL node does not
+    /// hear of other nodes' rows, nor of a dead node's leases coming free,
+    /// so it looks again at least this often.
+    pub fn idle_poll(&self) -> std::time::Duration {
+        match self {
+            Store::Sled(_) => std::time::Duration::from_secs(3600),
+            Store::Pg(_) => super::pg::NODE_TTL / 2,
+        }
+    }
+
     pub fn jobs_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
         both!(self, s => s.jobs_due(now, limit))
     }
@@ -411,6 +418,36 @@ impl Store {
         both!(self, s => s.thread_keys_where(keep))
     }
 
+    // ---- raw messages in place (`forget`, `policy.retention`) ----
+
+    /// The stored bytes of `r`, without checking them against `r.check`.
+    pub fn raw_read_unchecked(&self, r: &SpoolRef) -> Result<Vec<u8>> {
+        match self {
+            Store::Sled(s) => super::spool::read_unchecked(&s.data_dir().join("spool"), r),
+            Store::Pg(p) => p.raw_read_unchecked(r),
+        }
+    }
+
+    /// Every raw message with where it lies, in storage order.
+    pub fn raw_walk(
+        &self,
+        f: impl FnMut(super::spool::Located, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        match self {
+            Store::Sled(s) => super::spool::walk(&s.data_dir().join("spool"), f),
+            Store::Pg(p) => p.raw_walk(f),
+        }
+    }
+
+    /// Overwrites one raw message with as many bytes, durably; returns the
+    /// new check.
+    pub fn raw_overwrite(&self, at: super::spool::Located, bytes: &[u8]) -> Result<u64> {
+        match self {
+            Store::Sled(s) => super::spool::overwrite(&s.data_dir().join("spool"), at, bytes),
+            Store::Pg(p) => p.raw_overwrite(at, bytes),
+        }
+    }
+
     /// The action-link signing secret: a file in the data dir on sled, a
     /// row every node shares on PostgreSQL.
     pub fn load_or_create_secret(&self) -> std::io::Result<crate::workflow::links::Secret> {
@@ -432,9 +469,7 @@ impl Store {
     /// Every record of the store, streamed (`postdesk migrate`).
     pub fn for_each_record(&self, f: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
         match self {
-            Store::Sled(_) => Err(Error::Other(
-                "reading every record of a sled store is not built yet".into(),
-            )),
+            Store::Sled(s) => s.for_each_record(f),
             Store::Pg(p) => p.for_each_record(f),
         }
     }
@@ -442,9 +477,7 @@ impl Store {
     /// Writes a batch of records in one durable transaction.
     pub fn put_records(&self, batch: Vec<Record>) -> Result<()> {
         match self {
-            Store::Sled(_) => Err(Error::Other(
-                "writing records into a sled store is not built yet".into(),
-            )),
+            Store::Sled(s) => s.put_records(batch),
             Store::Pg(p) => p.put_records(batch),
         }
     }

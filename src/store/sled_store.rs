@@ -1681,3 +1681,6 @@ mod count_tests {
         store.close();
     }
 }
+
+#[path = "sled_records.rs"]
+mod records_impl;

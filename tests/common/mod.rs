@@ -2,6 +2,12 @@
 //! dir and free loopback ports, a recording SMTP sink for what it sends, an
 //! LMTP client of our own, and Python's `smtplib.LMTP` (a client none of us
 //! wrote).
+//!
+//! The store under test is sled unless `POSTDESK_TEST_PG` names a PostgreSQL
+//! server (`postgres://postgres@127.0.0.1:PORT/`, as `scripts/pg.sh` starts
+//! one): then every desk's config gets a `store:` block naming a database of
+//! its own there ([`store_yaml`]), and tests that mean nothing on PostgreSQL
+//! say so and return ([`sled_only`]). docs/testing.md lists them.
 #![allow(dead_code)]
 
 pub mod sink;
@@ -11,9 +17,42 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
+/// The postdesk binary under test: cargo's (`CARGO_BIN_EXE_postdesk`), or
+/// `POSTDESK_TEST_BIN` when set. Worktrees that share one target dir share
+/// `target/debug/postdesk`, the last build of any of them; such a run points
+/// `POSTDESK_TEST_BIN` at a copy of its own (docs/testing.md).
+pub const BIN: Bin = Bin;
+
+#[derive(Clone, Copy)]
+pub struct Bin;
+
+impl Bin {
+    pub fn path(&self) -> &'static Path {
+        static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        PATH.get_or_init(|| {
+            std::env::var_os("POSTDESK_TEST_BIN")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_postdesk")))
+        })
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Bin {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path().as_os_str()
+    }
+}
+
+impl AsRef<Path> for Bin {
+    fn as_ref(&self) -> &Path {
+        self.path()
+    }
+}
 
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -36,6 +75,226 @@ pub struct Daemon {
     log: PathBuf,
 }
 
+// ------------------------------------------------- the store under test --
+
+/// The PostgreSQL server the suite runs against (`POSTDESK_TEST_PG`), if any.
+pub fn pg_url() -> Option<String> {
+    std::env::var("POSTDESK_TEST_PG")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+pub fn on_postgres() -> bool {
+    pg_url().is_some()
+}
+
+/// The `store.backend` the desks of this run use, as `postdesk status` names
+/// it.
+pub fn backend() -> &'static str {
+    if on_postgres() {
+        "postgres"
+    } else {
+        "sled"
+    }
+}
+
+/// For a test that means nothing on PostgreSQL (it looks at sled's files,
+/// the spool, sled's fault switches …): true, after saying why on stderr,
+/// when the suite runs on PostgreSQL. `if common::sled_only("why") { return; }`
+pub fn sled_only(why: &str) -> bool {
+    if !on_postgres() {
+        return false;
+    }
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string();
+    eprintln!("{name}: SKIPPED on PostgreSQL, sled only: {why}");
+    true
+}
+
+/// Data dir → its database, so every config naming the same data dir (a
+/// restart, a rewritten config, the CLI) reaches the same database.
+static DATABASES: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+static DB_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The URL of the database that belongs to the data dir `data` (created the
+/// first time it is asked for); None on sled.
+pub fn pg_database_url(data: &Path) -> Option<String> {
+    let server = pg_url()?;
+    let mut dbs = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+    let name = match dbs.iter().find(|(d, _)| d == data) {
+        Some((_, name)) => name.clone(),
+        None => {
+            let name = create_database(&server);
+            dbs.push((data.to_path_buf(), name.clone()));
+            name
+        }
+    };
+    Some(format!("{}/{name}", server.trim_end_matches('/')))
+}
+
+/// psql from the cluster `scripts/pg.sh` started, else from the PATH, on the
+/// server's maintenance database.
+fn psql(server: &str, sql: &str) -> Output {
+    psql_on(&format!("{}/postgres", server.trim_end_matches('/')), sql)
+}
+
+fn psql_on(db_url: &str, sql: &str) -> Output {
+    let bin = std::env::var("POSTDESK_TEST_PG_BIN")
+        .map(|b| Path::new(&b).join("psql"))
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("psql"));
+    Command::new(&bin)
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db_url,
+        ])
+        .args(["-c", sql])
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
+}
+
+/// A fresh, empty database: unique per test process and call (a name left
+/// by an earlier process with the same pid is skipped).
+fn create_database(server: &str) -> String {
+    for _ in 0..20 {
+        let n = DB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("pd_{}_{n}", std::process::id());
+        let out = psql(server, &format!("CREATE DATABASE {name}"));
+        if out.status.success() {
+            return name;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !err.contains("already exists") {
+            panic!("CREATE DATABASE {name} on {server}: {err}");
+        }
+    }
+    panic!("no free database name on {server}");
+}
+
+/// What `sql` prints (unaligned, tuples only) in the database of the data
+/// dir `data`: on PostgreSQL, what reading a file under the data dir is on
+/// sled. Panics on sled or on an SQL error.
+pub fn pg_query(data: &Path, sql: &str) -> String {
+    let url = pg_database_url(data).expect("pg_query needs POSTDESK_TEST_PG");
+    let out = psql_on(&url, sql);
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// The store of the desk whose data dir is `data`, opened by the test itself
+/// (no daemon running): sled under `data`, or that desk's database.
+pub fn open_store(data: &Path) -> postdesk::store::Store {
+    use postdesk::config::{PostgresConfig, StoreBackend, StoreConfig};
+    let cfg = match pg_database_url(data) {
+        Some(url) => StoreConfig {
+            backend: StoreBackend::Postgres,
+            postgres: PostgresConfig { url, pool_size: 4 },
+        },
+        None => StoreConfig::default(),
+    };
+    postdesk::store::Store::open_backend(&cfg, data).expect("open the store")
+}
+
+/// The desk's action-link signing secret: the file `link-secret` in the
+/// data dir on sled, the `meta` row every node shares on PostgreSQL.
+pub fn link_secret(data: &Path) -> Vec<u8> {
+    if !on_postgres() {
+        return std::fs::read(data.join("link-secret")).expect("link-secret");
+    }
+    let hex = pg_query(
+        data,
+        "SELECT encode(value, 'hex') FROM meta WHERE key = 'link-secret'",
+    );
+    (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex from encode()"))
+        .collect()
+}
+
+/// The rows of the database of the data dir `data`, as `pg_dump
+/// --data-only` writes them, with `bytea` in the escape format (printable
+/// ASCII as itself), so a byte scan finds in raw messages what it would
+/// find in sled's files. `tables`: pg_dump's selection (`-t raw_messages`,
+/// `-T raw_messages`); none for all.
+pub fn pg_dump(data: &Path, tables: &[&str]) -> Vec<u8> {
+    let url = pg_database_url(data).expect("pg_dump needs POSTDESK_TEST_PG");
+    let bin = std::env::var("POSTDESK_TEST_PG_BIN")
+        .map(|b| Path::new(&b).join("pg_dump"))
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("pg_dump"));
+    let out = Command::new(&bin)
+        .args(["--data-only", "--no-owner", "-d", &url])
+        .args(tables)
+        .env("PGOPTIONS", "-c bytea_output=escape")
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Drops the database of the data dir `data`, if it has one: the cluster is
+/// thrown away anyway, but a few hundred databases of 7 MB each add up.
+pub fn drop_database(data: &Path) {
+    let Some(server) = pg_url() else { return };
+    let name = {
+        let mut dbs = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+        match dbs.iter().position(|(d, _)| d == data) {
+            Some(i) => dbs.swap_remove(i).1,
+            None => return,
+        }
+    };
+    let _ = psql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    );
+}
+
+/// The `store:` block of a desk whose data dir is `data`: empty on sled (the
+/// default backend); on PostgreSQL, that desk's own database.
+pub fn store_yaml(data: &Path) -> String {
+    match pg_database_url(data) {
+        Some(url) => format!("store:\n  backend: postgres\n  postgres:\n    url: {url}\n"),
+        None => String::new(),
+    }
+}
+
+/// `yaml` (a whole config) with the store block added, unless it has one.
+/// The database is the one of the config's own `data_dir:` line (`data` when
+/// it has none), so a closure that names another data dir gets that dir's.
+pub fn with_store(yaml: String, data: &Path) -> String {
+    if !on_postgres() || yaml.starts_with("store:") || yaml.contains("\nstore:") {
+        return yaml;
+    }
+    let named = yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("data_dir:"))
+        .map(|d| PathBuf::from(d.trim().trim_matches(|c| c == '"' || c == '\'')));
+    let block = store_yaml(named.as_deref().unwrap_or(data));
+    let sep = if yaml.ends_with('\n') || yaml.is_empty() {
+        ""
+    } else {
+        "\n"
+    };
+    format!("{yaml}{sep}{block}")
+}
+
 /// The test desk: support@example.com, staff domain example.com, agents
 /// alice and bob; outbound to the sink.
 pub fn config_yaml(port: u16, data: &Path, sink_port: u16, extra: &str) -> String {
@@ -43,7 +302,7 @@ pub fn config_yaml(port: u16, data: &Path, sink_port: u16, extra: &str) -> Strin
         r#"listen:
   lmtp: ["127.0.0.1:{port}"]
 data_dir: {data}
-support:
+{store}support:
   address: support@example.com
 team:
   domains: [example.com]
@@ -56,7 +315,8 @@ outbound:
   relay: smtp://127.0.0.1:{sink_port}
   retry_min: 200ms
 {extra}"#,
-        data = data.display()
+        data = data.display(),
+        store = store_yaml(data)
     )
 }
 
@@ -72,7 +332,7 @@ impl Daemon {
         let port = free_port();
         let data = dir.path().join("data");
         let config = dir.path().join("postdesk.yaml");
-        std::fs::write(&config, yaml(port, &data)).expect("write config");
+        std::fs::write(&config, with_store(yaml(port, &data), &data)).expect("write config");
         let log = dir.path().join("postdesk.log");
         let mut d = Daemon {
             dir,
@@ -253,6 +513,8 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!("---- postdesk log ----\n{}", self.log());
         }
+        // Its data dir goes with the temp dir; its database with it.
+        drop_database(&self.data_dir());
     }
 }
 

@@ -845,5 +845,6 @@ impl Drop for Desk {
         if print_logs() {
             eprintln!("---- postdesk log ----\n{}", self.log());
         }
+        crate::common::drop_database(&self.data_dir());
     }
 }

@@ -24,6 +24,8 @@
 //! no hot row serialises the nodes.
 
 mod records;
+#[cfg(test)]
+mod tests;
 mod tx;
 
 pub use tx::PgTx;
@@ -118,16 +120,28 @@ pub(crate) fn query(
     for a in args {
         q = match a {
             Arg::I(v) => q.bind(v),
-            Arg::S(v) => q.bind(v),
-            Arg::OptS(v) => q.bind(v),
+            Arg::S(v) => q.bind(text(v)),
+            Arg::OptS(v) => q.bind(v.map(text)),
             Arg::OptI(v) => q.bind(v),
             Arg::B(v) => q.bind(v),
             Arg::Json(v) => q.bind(v),
             Arg::OptJson(v) => q.bind(v),
-            Arg::Strs(v) => q.bind(v),
+            Arg::Strs(v) => q.bind(v.into_iter().map(text).collect::<Vec<_>>()),
         };
     }
     q
+}
+
+/// PostgreSQL text cannot hold NUL, and hostile mail puts it in
+/// Message-IDs and addresses. Keys are bound through here both when written
+/// and when looked up, so a key with NUL still finds itself. (JSON columns
+/// keep the exact value: serde escapes NUL there.)
+fn text(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s
+    }
 }
 
 /// Conflicts a re-run resolves: serialization failure, deadlock, a unique
@@ -176,6 +190,11 @@ pub struct PgStore {
 }
 
 struct Inner {
+    /// Commits in progress by start time (for the wedge watchdog).
+    busy: Mutex<std::collections::BTreeMap<u64, std::time::Instant>>,
+    next_commit: std::sync::atomic::AtomicU64,
+    /// `limits.commit_timeout` in ms (0: no watchdog).
+    commit_timeout_ms: std::sync::atomic::AtomicU64,
     pool: PgPool,
     data_dir: PathBuf,
     /// This process's name in `nodes` and in lease columns.
@@ -199,6 +218,17 @@ impl PgStore {
                 "store.postgres.url: {e} (expected postgres://USER@HOST:PORT/DB)"
             ))
         })?;
+        // A node that froze inside a transaction (SIGSTOP, a swap storm)
+        // would hold its key locks for ever: the server ends such a
+        // session, and a delivery waiting on a lock gives up with a 451
+        // (the MTA retries) instead of holding its client.
+        let opts = opts.application_name("postdesk").options([
+            ("lock_timeout", "30s"),
+            ("idle_in_transaction_session_timeout", "60s"),
+            // The schema's "already exists, skipping" notices at every start
+            // are not news.
+            ("client_min_messages", "warning"),
+        ]);
         let pool = block(
             PgPoolOptions::new()
                 .max_connections(pool_size.max(1))
@@ -217,6 +247,9 @@ impl PgStore {
         let stop = Arc::new(AtomicBool::new(false));
         let store = PgStore {
             inner: Arc::new(Inner {
+                busy: Mutex::new(Default::default()),
+                next_commit: std::sync::atomic::AtomicU64::new(0),
+                commit_timeout_ms: std::sync::atomic::AtomicU64::new(0),
                 pool,
                 data_dir: data_dir.to_path_buf(),
                 node,
@@ -238,11 +271,37 @@ impl PgStore {
         let pool = store.inner.pool.clone();
         let me = store.inner.node.clone();
         rt().spawn(beat(pool, me, stop));
+        let watched = Arc::downgrade(&store.inner);
+        std::thread::Builder::new()
+            .name("store-watchdog".into())
+            .spawn(move || watchdog(watched))
+            .map_err(|source| Error::Io {
+                path: data_dir.to_path_buf(),
+                source,
+            })?;
         Ok(store)
+    }
+
+    /// Exit 75 when one commit has been running for longer than `limit`
+    /// (`limits.commit_timeout`, as on sled; zero turns it off).
+    pub fn set_commit_timeout(&self, limit: Duration) {
+        let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        self.inner.commit_timeout_ms.store(ms, Ordering::SeqCst);
     }
 
     pub fn node(&self) -> &str {
         &self.inner.node
+    }
+
+    /// Nodes beating now, by id.
+    pub fn live_nodes(&self) -> Result<Vec<String>> {
+        self.rows(
+            "SELECT id FROM nodes WHERE alive_until_ms > (extract(epoch from clock_timestamp()) * 1000)::bigint ORDER BY id",
+            vec![],
+        )?
+        .iter()
+        .map(|r| r.try_get(0).map_err(pg_err))
+        .collect()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -328,6 +387,7 @@ impl PgStore {
                 super::FAULT_FILE
             )));
         }
+        let _busy = Busy::new(&self.inner);
         while cfg!(debug_assertions) && self.inner.data_dir.join(super::STALL_FILE).exists() {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -366,6 +426,7 @@ impl PgStore {
                 other => {
                     if other.is_ok() {
                         crate::metrics::commit_batch(1, started.elapsed());
+                        crate::metrics::outbox_queued(ptx.outbox_added());
                         if let Ok(mut s) = self.inner.stats.lock() {
                             s.batches += 1;
                             s.jobs += 1;
@@ -681,6 +742,60 @@ impl PgStore {
         Ok(data)
     }
 
+    pub fn raw_read_unchecked(&self, r: &SpoolRef) -> Result<Vec<u8>> {
+        let rows = self.rows(
+            "SELECT data FROM raw_messages WHERE id = $1",
+            vec![i(r.offset)],
+        )?;
+        match rows.first() {
+            Some(row) => row.try_get(0).map_err(pg_err),
+            None => Err(Error::Corrupt {
+                key: format!("raw_messages/{}", r.offset),
+                why: "missing".into(),
+            }),
+        }
+    }
+
+    pub fn raw_walk(
+        &self,
+        mut f: impl FnMut(super::spool::Located, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.paged(
+            "SELECT id, data FROM raw_messages WHERE id > $1 ORDER BY id LIMIT $2",
+            |r| {
+                let id: i64 = r.try_get(0).map_err(pg_err)?;
+                let data: Vec<u8> = r.try_get(1).map_err(pg_err)?;
+                f(
+                    super::spool::Located {
+                        file: PG_RAW_FILE,
+                        offset: u(id),
+                        len: data.len() as u64,
+                    },
+                    &data,
+                )
+            },
+        )
+    }
+
+    /// Replaces a raw message's bytes (same length). The old row version
+    /// stays in the table's pages until VACUUM reclaims it
+    /// (docs/scaling.md#erasure).
+    pub fn raw_overwrite(&self, at: super::spool::Located, bytes: &[u8]) -> Result<u64> {
+        if bytes.len() as u64 != at.len {
+            return Err(Error::Other(format!(
+                "overwrite of raw message {} with {} bytes, not {}",
+                at.offset,
+                bytes.len(),
+                at.len
+            )));
+        }
+        self.exec(
+            "UPDATE raw_messages SET data = $2 WHERE id = $1",
+            vec![i(at.offset), Arg::B(bytes.to_vec())],
+        )?;
+        Ok(super::spool::check_of(bytes))
+    }
+
     pub fn size_on_disk(&self) -> u64 {
         self.rows("SELECT pg_database_size(current_database())", vec![])
             .ok()
@@ -789,6 +904,63 @@ impl PgStore {
         match rows.first() {
             Some(r) => r.try_get(0).map_err(pg_err),
             None => Err(Error::Other("link-secret vanished after its insert".into())),
+        }
+    }
+}
+
+/// Marks a commit in progress for the watchdog while it lives.
+struct Busy<'a> {
+    inner: &'a Inner,
+    id: u64,
+}
+
+impl<'a> Busy<'a> {
+    fn new(inner: &'a Inner) -> Busy<'a> {
+        let id = inner.next_commit.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut b) = inner.busy.lock() {
+            b.insert(id, std::time::Instant::now());
+        }
+        Busy { inner, id }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.inner.busy.lock() {
+            b.remove(&self.id);
+        }
+    }
+}
+
+/// As sled's: a commit that runs past `limits.commit_timeout` means the
+/// database or this node is wedged (a hung server, a lost network with no
+/// TCP reset). Exit 75 so the service manager restarts a clean process;
+/// nothing acknowledged is lost (every 250 follows a COMMIT) and the MTA
+/// retries what was in flight.
+fn watchdog(inner: std::sync::Weak<Inner>) {
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let limit = inner.commit_timeout_ms.load(Ordering::SeqCst);
+        let oldest = inner
+            .busy
+            .lock()
+            .ok()
+            .and_then(|b| b.values().min().copied());
+        let (Some(oldest), true) = (oldest, limit > 0) else {
+            continue;
+        };
+        let busy = u64::try_from(oldest.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if busy > limit {
+            tracing::error!(
+                busy_ms = busy,
+                limit_ms = limit,
+                node = %inner.node,
+                "store wedged: a PostgreSQL commit has not finished; exiting so a restart resumes from what is committed"
+            );
+            std::process::exit(75);
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct PgTx {
     /// The ticket number drawn from the sequence by `next_ticket_number`,
     /// handed out by `take_ticket_number`.
     drawn: Mutex<Option<u64>>,
+    /// Outbox rows this transaction added (the queued-mail metric).
+    added: std::sync::atomic::AtomicU64,
 }
 
 fn poisoned() -> Error {
@@ -40,7 +42,12 @@ impl PgTx {
             read_only,
             locked: Mutex::new(HashSet::new()),
             drawn: Mutex::new(None),
+            added: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn outbox_added(&self) -> u64 {
+        self.added.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn commit(&self) -> Result<()> {
@@ -573,6 +580,8 @@ impl Writes for PgTx {
     fn add_outbox(&self, mut e: OutboxEntry) -> Result<u64> {
         e.id = self.next("outbox_id_seq")?;
         self.put_outbox_at(&e)?;
+        self.added
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(e.id)
     }
     fn add_job(&self, due: Timestamp, kind: JobKind, now: Timestamp) -> Result<ScheduledRef> {
