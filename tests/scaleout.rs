@@ -77,8 +77,16 @@ fn with_database(server: &str, db: &str) -> String {
     }
 }
 
+/// `psql` from `POSTDESK_TEST_PG_BIN` (scripts/pg.sh sets it) or the PATH.
+fn psql_bin() -> PathBuf {
+    std::env::var_os("POSTDESK_TEST_PG_BIN")
+        .map(|d| PathBuf::from(d).join("psql"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("psql"))
+}
+
 fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
+    let out = Command::new(psql_bin())
         .args([
             "-X",
             "-A",
@@ -138,7 +146,7 @@ impl Drop for Db {
             eprintln!("database kept: {}", self.url());
             return;
         }
-        let _ = Command::new("psql")
+        let _ = Command::new(psql_bin())
             .args(["-X", "-q", "-d"])
             .arg(with_database(&self.server, "postgres"))
             .arg("-c")
