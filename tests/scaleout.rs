@@ -272,6 +272,10 @@ impl Node {
         }
     }
 
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -756,6 +760,10 @@ struct KillFigures {
     reminders_by_victim: usize,
     reminder_repeats: usize,
     kill_after_ms: Vec<u64>,
+    /// Pending outbox entries and jobs leased to the node when it was
+    /// killed: what the others took over.
+    outbox_held_by_victim: usize,
+    jobs_held_by_victim: usize,
 }
 
 /// Waits until the desk has nothing left to send: no pending outbox entry
@@ -817,7 +825,24 @@ fn kill_round(round: usize, rng: &mut impl Rng, f: &mut KillFigures) -> bool {
     let delay = rng.gen_range(200..2500u64);
     f.kill_after_ms.push(delay);
     std::thread::sleep(Duration::from_millis(delay));
+    // What the victim holds at the moment it dies: the rows the others
+    // must take over (its lease, by its pid in `nodes`).
+    let held = nodes[victim]
+        .pid()
+        .map(|pid| {
+            db.sql(&format!(
+                "SELECT (SELECT count(*) FROM outbox o JOIN nodes n ON n.id = o.lease_owner \
+                 WHERE n.pid = {pid} AND o.state = 'pending'), \
+                 (SELECT count(*) FROM jobs j JOIN nodes n ON n.id = j.lease_owner WHERE n.pid = {pid})"
+            ))
+        })
+        .unwrap_or_default();
     nodes[victim].kill9();
+    let mut held = held
+        .split('|')
+        .map(|v| v.trim().parse::<usize>().unwrap_or(0));
+    f.outbox_held_by_victim += held.next().unwrap_or(0);
+    f.jobs_held_by_victim += held.next().unwrap_or(0);
     // The other two keep taking load for a while.
     std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, Ordering::SeqCst);
@@ -1039,6 +1064,7 @@ fn sigkill_one_of_three_nodes_under_load_loses_nothing() {
     eprintln!(
         "scaleout kill: {rounds} round(s), POSTDESK_KILL_SEED={seed}, a node SIGKILLed {:?} ms after the first 250: \
          lost {} of {} acked ({} acked by the killed node; {} sent; {} resent, {} of them already stored); \
+         the killed node held {} pending outbox entries and {} jobs when it died; \
          {} tickets, doubled 0; {} acks, {} ack repeats; {} reminders fired once each ({} sent by the killed node before it died), {} reminder repeats",
         f.kill_after_ms,
         f.lost,
@@ -1047,6 +1073,8 @@ fn sigkill_one_of_three_nodes_under_load_loses_nothing() {
         f.sent,
         f.resent,
         f.unacked_but_stored,
+        f.outbox_held_by_victim,
+        f.jobs_held_by_victim,
         f.tickets,
         f.acks,
         f.ack_repeats,
