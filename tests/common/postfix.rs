@@ -238,6 +238,14 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     /// Writes the configuration and runs `postfix -c DIR start`; returns
     /// once the SMTP port answers.
     pub fn start(&mut self, lmtp: &Lmtp) {
+        self.start_transport(&lmtp.transport());
+    }
+
+    /// As [`Postfix::start`], with the support address's `transport_maps`
+    /// value written as given: e.g. several LMTP next-hops,
+    /// `lmtp:inet:127.0.0.1:P1, inet:127.0.0.1:P2` (Postfix ≥ 3.5 tries
+    /// them in order, the next when one does not answer).
+    pub fn start_transport(&mut self, transport: &str) {
         let etc = self.config_dir();
         std::fs::write(etc.join("main.cf"), self.main_cf()).unwrap();
         std::fs::write(etc.join("master.cf"), self.master_cf()).unwrap();
@@ -251,7 +259,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         std::fs::write(etc.join("vmailbox"), vmailbox).unwrap();
         std::fs::write(
             etc.join("transport"),
-            format!("support@example.com    {}\n", lmtp.transport()),
+            format!("support@example.com    {transport}\n"),
         )
         .unwrap();
         let out = sh(Command::new("postfix").arg("-c").arg(&etc).arg("start"));

@@ -412,20 +412,25 @@ impl Conn {
     }
 }
 
-/// Sends every message over `sessions` LMTP connections to 127.0.0.1:port,
-/// each connection taking the next message until none are left (as
-/// Postfix's LMTP client reuses its cached connections).
+/// Sends every message over `sessions` LMTP connections to 127.0.0.1,
+/// session i to `ports[i % ports.len()]` (several nodes share the load
+/// evenly), each connection taking the next message until none are left
+/// (as Postfix's LMTP client reuses its cached connections).
 pub async fn run(
-    port: u16,
+    ports: &[u16],
     sessions: usize,
     msgs: Arc<Vec<Message>>,
 ) -> std::io::Result<LoadResult> {
+    if ports.is_empty() {
+        return Err(std::io::Error::other("no port to deliver to"));
+    }
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..sessions {
+    for i in 0..sessions {
         let next = next.clone();
         let msgs = msgs.clone();
+        let port = ports[i % ports.len()];
         tasks.push(tokio::spawn(async move {
             let mut res = LoadResult::default();
             let mut conn = Conn::open(port).await?;

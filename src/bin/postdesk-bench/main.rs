@@ -8,6 +8,7 @@
 //! benchmark still runs end to end.
 
 mod gen;
+mod nodes;
 mod procfs;
 mod target;
 
@@ -58,6 +59,15 @@ struct Args {
     /// Also write the raw samples as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// A PostgreSQL server URL (e.g. postgres://postgres@127.0.0.1:5432/):
+    /// run the node-count table instead of the rows above, the generator
+    /// loads against sled and against `--nodes` postdesk nodes sharing one
+    /// fresh database on it (created and dropped with `psql`).
+    #[arg(long)]
+    pg: Option<String>,
+    /// Node counts for the node-count table, comma-separated.
+    #[arg(long, default_value = "1,2,3")]
+    nodes: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -221,7 +231,7 @@ async fn measure(server: &Server, row: &Row, ctx: &Ctx, seed: u64) -> anyhow::Re
         }
         Load::Gen(mix) => {
             let msgs = Arc::new(gen::messages(mix, row.messages, seed));
-            let r = gen::run(server.port(), row.sessions, msgs).await?;
+            let r = gen::run(&[server.port()], row.sessions, msgs).await?;
             (r.wall, r.latencies.clone(), Some(r.accepted))
         }
     };
@@ -592,6 +602,32 @@ async fn main() -> anyhow::Result<()> {
         counter: Default::default(),
     };
     eprintln!("postdesk-bench: {} ; work in {}", machine(), work.display());
+    if let Some(pg) = &args.pg {
+        let counts: Vec<usize> = args
+            .nodes
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .context("--nodes: comma-separated node counts")?;
+        let res = nodes::node_count(&ctx, pg, &counts, args.smoke, args.scale_messages).await?;
+        println!("machine: {}", machine());
+        println!(
+            "runs per row: {runs} (medians); postdesk {}",
+            env!("CARGO_PKG_VERSION")
+        );
+        println!();
+        print!("{}", nodes::table(&res));
+        print!("{}", nodes::sizes(&res));
+        if let Some(j) = &args.json {
+            let v = serde_json::json!({ "machine": machine(), "nodes": res });
+            std::fs::write(j, serde_json::to_string_pretty(&v)?)?;
+        }
+        if !args.keep && args.work.is_none() {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        return Ok(());
+    }
     let mut results = Vec::new();
     for row in rows(args.smoke, args.scale_messages) {
         if let Some(o) = &args.only {

@@ -92,9 +92,21 @@ impl Postdesk {
     /// Writes the config into `dir` and starts `postdesk serve` on `data`
     /// (fresh or pre-filled), relaying to the sink.
     pub fn start(bin: &Path, dir: &Path, data: &Path, sink_port: u16) -> anyhow::Result<Postdesk> {
+        Postdesk::start_with(bin, dir, data, sink_port, "")
+    }
+
+    /// As [`Postdesk::start`], with `extra` appended to the config (a
+    /// `store:` section: a node on PostgreSQL).
+    pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        data: &Path,
+        sink_port: u16,
+        extra: &str,
+    ) -> anyhow::Result<Postdesk> {
         let port = free_port()?;
         let config = dir.join("postdesk.yaml");
-        std::fs::write(&config, config_yaml(port, data, sink_port))?;
+        std::fs::write(&config, config_yaml(port, data, sink_port) + extra)?;
         let log = dir.join("postdesk.log");
         let logf = std::fs::OpenOptions::new()
             .create(true)
@@ -378,4 +390,44 @@ pub fn smtp_source(
         );
     }
     Ok(took)
+}
+
+/// The same server URL naming database `db` (query parameters kept).
+pub fn pg_url(server: &str, db: &str) -> String {
+    let (scheme, rest) = server.split_once("://").unwrap_or(("postgres", server));
+    let (before_query, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    let authority = before_query.split('/').next().unwrap_or(before_query);
+    match query {
+        Some(q) => format!("{scheme}://{authority}/{db}?{q}"),
+        None => format!("{scheme}://{authority}/{db}"),
+    }
+}
+
+/// Runs one statement with `psql` against `url`; its output.
+pub fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
+        .output()
+        .context("running psql (install postgresql-client)")?;
+    if !out.status.success() {
+        bail!(
+            "psql {sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
