@@ -772,6 +772,8 @@ fn forget(cfg: &Config, address: &str) -> anyhow::Result<ExitCode> {
     );
     if s(&v, "rewrite") == "done" {
         println!("store rewritten: no earlier copy remains on disk");
+    } else if s(&v, "rewrite") == "vacuum" {
+        println!("PostgreSQL keeps the old row versions until VACUUM reuses their space: run VACUUM (FULL) raw_messages, messages, tickets, outbox to drop them now (docs/scaling.md#erasure)");
     } else {
         println!("store rewrite pending: it runs at the daemon's next start (restart it to finish the erasure on disk)");
     }
