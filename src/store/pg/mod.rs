@@ -602,12 +602,16 @@ impl PgStore {
     pub fn outbox_claim(&self, now: Timestamp, limit: usize) -> Result<Vec<u64>> {
         // Rows this node holds already are returned as they are: writing the
         // same lease again would cost a row version per poll (measured: ~70
-        // updates per outbox row before this was split).
+        // updates per outbox row before this was split). New rows are leased
+        // only up to `limit` in all, so a node never holds more than it can
+        // start, and the scan for free rows never walks past a long run of
+        // its own.
         let sql = format!(
             "WITH mine AS (SELECT o.id, o.due_ms FROM outbox o WHERE o.state = 'pending' \
              AND o.due_ms <= $2 AND o.lease_owner = $1 ORDER BY o.due_ms, o.id LIMIT $3), \
              c AS (SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.due_ms <= $2 \
-             AND {} ORDER BY o.due_ms, o.id LIMIT $3 FOR UPDATE SKIP LOCKED), \
+             AND {} ORDER BY o.due_ms, o.id \
+             LIMIT greatest(0, $3 - (SELECT count(*) FROM mine)) FOR UPDATE SKIP LOCKED), \
              u AS (UPDATE outbox SET lease_owner = $1 FROM c WHERE outbox.id = c.id \
              RETURNING outbox.id, outbox.due_ms) \
              SELECT id, due_ms FROM mine UNION ALL SELECT id, due_ms FROM u",
@@ -650,7 +654,8 @@ impl PgStore {
             "WITH mine AS (SELECT o.body::text AS body FROM jobs o WHERE o.due_ms <= $2 \
              AND o.lease_owner = $1 ORDER BY o.due_ms, o.id LIMIT $3), \
              c AS (SELECT o.id FROM jobs o WHERE o.due_ms <= $2 AND {} \
-             ORDER BY o.due_ms, o.id LIMIT $3 FOR UPDATE SKIP LOCKED), \
+             ORDER BY o.due_ms, o.id \
+             LIMIT greatest(0, $3 - (SELECT count(*) FROM mine)) FOR UPDATE SKIP LOCKED), \
              u AS (UPDATE jobs SET lease_owner = $1 FROM c WHERE jobs.id = c.id \
              RETURNING jobs.body::text AS body) \
              SELECT body FROM mine UNION ALL SELECT body FROM u",

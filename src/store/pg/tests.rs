@@ -91,6 +91,20 @@ fn two_nodes_split_the_outbox_and_take_over_a_dead_nodes_rows() {
     let before = versions(&a);
     assert_eq!(a.outbox_claim(now, 10).unwrap().len(), 6);
     assert_eq!(versions(&a), before, "a re-claim rewrote rows");
+    // A claim holds at most `limit` rows in all: a node does not hoard
+    // what it cannot start.
+    let held = |s: &PgStore| -> i64 {
+        s.rows(
+            "SELECT count(*) FROM outbox WHERE lease_owner = $1",
+            vec![Arg::S(s.node().to_string())],
+        )
+        .unwrap()[0]
+            .try_get(0)
+            .unwrap()
+    };
+    assert_eq!(held(&a), 6);
+    assert_eq!(a.outbox_claim(now, 3).unwrap().len(), 3);
+    assert_eq!(held(&a), 6, "a claim below what is held leases nothing new");
     assert!(b.outbox_claim(now, 10).unwrap().len() == 4);
     // a stops beating, as a SIGKILLed node does: its rows go to b.
     a.inner.stop.store(true, Ordering::SeqCst);
