@@ -610,7 +610,15 @@ async fn main() -> anyhow::Result<()> {
             .map(|s| s.trim().parse::<usize>())
             .collect::<Result<_, _>>()
             .context("--nodes: comma-separated node counts")?;
-        let res = nodes::node_count(&ctx, pg, &counts, args.smoke, args.scale_messages).await?;
+        let res = nodes::node_count(
+            &ctx,
+            pg,
+            &counts,
+            args.smoke,
+            args.scale_messages,
+            args.only.as_deref(),
+        )
+        .await?;
         println!("machine: {}", machine());
         println!(
             "runs per row: {runs} (medians); postdesk {}",

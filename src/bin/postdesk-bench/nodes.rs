@@ -266,6 +266,7 @@ pub async fn node_count(
     counts: &[usize],
     smoke: bool,
     factor: f64,
+    only: Option<&str>,
 ) -> anyhow::Result<Vec<NodeResult>> {
     let n = |full: usize| {
         if smoke {
@@ -287,7 +288,10 @@ pub async fn node_count(
         },
     ];
     let mut out = Vec::new();
-    for load in &loads {
+    for load in loads
+        .iter()
+        .filter(|l| only.is_none_or(|o| l.label().contains(o)))
+    {
         let mut plan: Vec<(Option<&str>, usize)> = vec![(None, 1)];
         plan.extend(counts.iter().map(|c| (Some(pg), *c)));
         for (store, nodes) in plan {
