@@ -367,19 +367,6 @@ impl SledStore {
         Ok(())
     }
 
-    /// The tickets `keep` accepts, decoded one at a time: the daily digest
-    /// over a million tickets holds the open ones in memory, not all of them
-    /// (collecting every ticket first peaked at 1.5 GiB, docs/performance.md).
-    pub fn tickets_where(&self, keep: impl Fn(&Ticket) -> bool) -> Result<Vec<Ticket>> {
-        let mut out = Vec::new();
-        self.for_each_ticket(|t| {
-            if keep(&t) {
-                out.push(t);
-            }
-        })?;
-        Ok(out)
-    }
-
     /// Outbox entries `keep` accepts, decoded one at a time (`ticket show`
     /// wants one ticket's generated mail, not the whole outbox in memory).
     pub fn outbox_where(&self, keep: impl Fn(&OutboxEntry) -> bool) -> Result<Vec<OutboxEntry>> {
@@ -475,17 +462,6 @@ impl SledStore {
 
     pub fn read_raw(&self, r: &SpoolRef) -> Result<Vec<u8>> {
         spool::read(&self.inner.spool_dir, r)
-    }
-
-    /// The full bytes of an outbox entry as they go on the wire.
-    pub fn outbox_bytes(&self, e: &OutboxEntry) -> Result<Vec<u8>> {
-        let mut out = e.head.clone();
-        if let Some((r, start)) = &e.body {
-            let raw = self.read_raw(r)?;
-            let start = usize::try_from(*start).unwrap_or(raw.len()).min(raw.len());
-            out.extend_from_slice(&raw[start..]);
-        }
-        Ok(out)
     }
 
     pub fn size_on_disk(&self) -> u64 {
@@ -1289,32 +1265,6 @@ impl SledStore {
         Ok(out)
     }
 
-    /// Changes one outbox entry in one durable transaction: `change` gets
-    /// the entry as stored and returns it changed, or refuses with a
-    /// reason (`outbox retry`, `outbox drop`). `Ok(None)`: no such entry.
-    /// The queue key and the counters follow the new state.
-    pub fn outbox_change<F>(
-        &self,
-        id: u64,
-        change: F,
-    ) -> Result<Option<std::result::Result<OutboxEntry, String>>>
-    where
-        F: Fn(&OutboxEntry) -> std::result::Result<OutboxEntry, String> + Send + 'static,
-    {
-        self.commit_blocking(None, move |tx, _| {
-            let Some(cur) = tx.outbox(id)? else {
-                return Ok(None);
-            };
-            match change(&cur) {
-                Ok(new) => {
-                    tx.update_outbox(&cur, &new)?;
-                    Ok(Some(Ok(new)))
-                }
-                Err(why) => Ok(Some(Err(why))),
-            }
-        })
-    }
-
     /// Whether the `n/` counters were built for this store yet.
     pub fn counts_built(&self) -> Result<bool> {
         Ok(self.inner.tree.contains_key(keys::COUNTS_BUILT)?)
@@ -1636,7 +1586,7 @@ mod count_tests {
         let pending = store.outbox_pending(10).unwrap();
         assert_eq!(pending.len(), 3);
         let id = pending[0].id;
-        store
+        crate::store::Store::Sled(store.clone())
             .outbox_change(id, move |cur| {
                 crate::control::outbox::dropped(cur, "root", "test", now)
             })
