@@ -156,6 +156,55 @@ fn a_job_fires_once_when_two_nodes_take_it_at_once() {
     assert_eq!(fired.iter().filter(|f| **f).count(), 1, "{fired:?}");
 }
 
+/// A node that dies between claiming a due job and firing it (the window
+/// the kill test cannot hit on purpose: a claimed job fires at once) leaves
+/// it leased; once its heartbeat lapses another node takes it, and it
+/// fires once.
+#[test]
+fn a_dead_nodes_claimed_job_is_taken_over_and_fires_once() {
+    let Some(url) = fresh_db("jobtake") else {
+        return;
+    };
+    let (a, b) = (node(&url), node(&url));
+    let now = Timestamp::now();
+    let r = a
+        .commit_sync(None, &|tx, _| {
+            tx.add_job(
+                now,
+                JobKind::Reminder {
+                    ticket: 7,
+                    agent: "anna@example.com".into(),
+                },
+                now,
+            )
+        })
+        .unwrap();
+    let claimed = a.jobs_claim(now, 10).unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![r.id]);
+    assert!(
+        b.jobs_claim(now, 10).unwrap().is_empty(),
+        "b took a job a live node holds"
+    );
+    // a dies before it fires the job: no heartbeat, the lease lapses.
+    a.inner.stop.store(true, Ordering::SeqCst);
+    b.exec(
+        "UPDATE nodes SET alive_until_ms = 0 WHERE id = $1",
+        vec![Arg::S(a.node().to_string())],
+    )
+    .unwrap();
+    let taken = b.jobs_claim(now, 10).unwrap();
+    assert_eq!(taken.iter().map(|j| j.id).collect::<Vec<_>>(), vec![r.id]);
+    let fire = |s: &PgStore| {
+        s.commit_sync(None, &|tx, _| Ok(tx.take_job(r)?.is_some()))
+            .unwrap()
+    };
+    assert!(fire(&b), "b could not fire the job it took over");
+    // a comes back (a restart with the same node id would not, but a late
+    // thread of the dead process might): the job is gone, nothing fires.
+    assert!(!fire(&a), "the job fired twice");
+    assert!(b.jobs_claim(now, 10).unwrap().is_empty());
+}
+
 /// The locking protocol the delivery path relies on, raced directly: each
 /// writer looks the thread key up and, finding nothing, makes a ticket and
 /// indexes the key. However they interleave, one ticket results.
