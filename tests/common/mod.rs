@@ -363,8 +363,10 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && self.log().contains("postdesk ready")
+            // The log first: each probe connection is an LMTP session the
+            // daemon counts, so probe once it says it is ready.
+            if self.log().contains("postdesk ready")
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
                 break;
             }
