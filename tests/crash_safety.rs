@@ -21,92 +21,17 @@
 
 mod common;
 
+use common::lmtp::{bare, token_in, Client};
 use common::sink::{Received, Sink};
 use common::*;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SUPPORT: &str = "support@example.com";
 const SESSIONS: usize = 8;
-
-// ---- an LMTP client that reports a dead server instead of panicking ----
-
-struct Client {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-fn broken(what: &str) -> std::io::Error {
-    std::io::Error::other(what.to_string())
-}
-
-impl Client {
-    fn connect(port: u16) -> std::io::Result<Client> {
-        let s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let w = s.try_clone()?;
-        let mut c = Client {
-            r: BufReader::new(s),
-            w,
-        };
-        c.expect("220", None)?;
-        c.expect("250", Some("LHLO crash.test"))?;
-        Ok(c)
-    }
-
-    /// One reply (its last line); an error when the connection closed.
-    fn reply(&mut self) -> std::io::Result<String> {
-        loop {
-            let mut line = String::new();
-            if self.r.read_line(&mut line)? == 0 {
-                return Err(broken("connection closed"));
-            }
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return Ok(line.trim_end().to_string());
-            }
-        }
-    }
-
-    fn expect(&mut self, code: &str, cmd: Option<&str>) -> std::io::Result<String> {
-        if let Some(c) = cmd {
-            self.w.write_all(format!("{c}\r\n").as_bytes())?;
-        }
-        let r = self.reply()?;
-        if r.starts_with(code) {
-            Ok(r)
-        } else {
-            Err(broken(&format!("{cmd:?}: {r}")))
-        }
-    }
-
-    /// One transaction to the support address up to the final dot; the
-    /// reply is not read.
-    fn send_data(&mut self, from: &str, data: &[u8]) -> std::io::Result<()> {
-        self.expect("250", Some(&format!("MAIL FROM:<{from}>")))?;
-        self.expect("250", Some(&format!("RCPT TO:<{SUPPORT}>")))?;
-        self.expect("354", Some("DATA"))?;
-        self.w.write_all(&dot_stuff(data))?;
-        self.w.write_all(b".\r\n")?;
-        Ok(())
-    }
-
-    /// One transaction; the server's reply to the final dot.
-    fn send(&mut self, from: &str, data: &[u8]) -> std::io::Result<String> {
-        self.send_data(from, data)?;
-        self.reply()
-    }
-
-    fn quit(mut self) {
-        let _ = self.w.write_all(b"QUIT\r\n");
-        let mut rest = String::new();
-        let _ = self.r.read_to_string(&mut rest);
-    }
-}
 
 // ---- the mails of a round ----
 
@@ -130,19 +55,10 @@ impl Sent {
     }
 }
 
-/// The ticket token a `250 2.0.0 <rcpt> OK, stored as SUP-12` names.
-fn token_in(reply: &str) -> Option<String> {
-    reply
-        .split_whitespace()
-        .last()
-        .filter(|t| t.starts_with("SUP-"))
-        .map(str::to_string)
-}
-
 /// One session's stream of mails: a new ticket, then now and then a reply to
 /// one of its own earlier tickets, until `stop` or the server dies.
 fn session(port: u16, round: usize, s: usize, stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<Sent>>>) {
-    let Ok(mut c) = Client::connect(port) else {
+    let Ok(mut c) = Client::connect(port, "crash.test") else {
         return;
     };
     let mut roots: Vec<(String, String)> = Vec::new();
@@ -217,14 +133,6 @@ fn acks(sink: &Sink) -> Vec<Received> {
         .collect()
 }
 
-/// `<a@b>` → `a@b`.
-fn bare(id: &str) -> String {
-    id.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_string()
-}
-
 #[derive(Debug, Default)]
 struct Figures {
     sent: usize,
@@ -270,7 +178,7 @@ fn round(round: usize, rng: &mut impl Rng, f: &mut Figures) {
     // Postfix sends again whatever did not get its 250.
     let mut dup = 0;
     for m in sent.iter().filter(|m| !m.acked()) {
-        let mut c = Client::connect(d.port).expect("connect after restart");
+        let mut c = Client::connect(d.port, "crash.test").expect("connect after restart");
         let r = c.send(&m.from, &m.data).expect("resend after restart");
         c.quit();
         assert!(
@@ -471,8 +379,9 @@ fn redelivery_after_a_lost_250_changes_nothing() {
         "",
         "The reply to my dot never came.",
     );
-    let mut c = Client::connect(d.port).unwrap();
-    c.send_data("lost@cust.test", &m).unwrap();
+    let mut c = Client::connect(d.port, "crash.test").unwrap();
+    c.send_body("lost@cust.test", &m).unwrap();
+    c.send_dot().unwrap();
     // Hang up without reading the reply.
     drop(c);
     // The delivery still runs to its end: the mail is stored.
@@ -482,7 +391,7 @@ fn redelivery_after_a_lost_250_changes_nothing() {
     sink.wait_for(2, Duration::from_secs(15));
     let before = d.show("SUP-1");
 
-    let mut c = Client::connect(d.port).unwrap();
+    let mut c = Client::connect(d.port, "crash.test").unwrap();
     let r = c.send("lost@cust.test", &m).unwrap();
     c.quit();
     assert!(r.starts_with("250 "), "{r}");
@@ -590,7 +499,7 @@ fn every_250_follows_fdatasync_of_spool_and_store() {
         eventually(30, "traced daemon listening", || {
             TcpStream::connect(("127.0.0.1", d.port)).is_ok()
         });
-        let mut c = Client::connect(d.port).expect("connect");
+        let mut c = Client::connect(d.port, "crash.test").expect("connect");
         for n in 0..3 {
             let m = mail(
                 &format!("traced{n}@cust.test"),

@@ -13,6 +13,7 @@
 
 mod common;
 
+use common::lmtp::bare;
 use common::sink::{Received, Sink};
 use common::*;
 use std::path::Path;
@@ -27,13 +28,6 @@ fn delivered_lines(d: &Daemon, message_id: &str) -> Vec<String> {
         .filter(|l| l.contains(" delivered ") && l.contains(&format!("message_id=<{message_id}>")))
         .map(str::to_string)
         .collect()
-}
-
-fn bare(id: &str) -> String {
-    id.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_string()
 }
 
 /// Waits until the sink has had no new message for `quiet`, at most `max`;

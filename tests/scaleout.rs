@@ -25,20 +25,18 @@ mod common;
 #[path = "common/postfix.rs"]
 mod postfix;
 
+use common::lmtp::{bare, token_in, Client, SUPPORT};
 use common::sink::{Received, Sink};
-use common::{dot_stuff, eventually, free_port, mail, AUTH_OK, BIN};
+use common::{eventually, free_port, mail, AUTH_OK, BIN};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
-
-const SUPPORT: &str = "support@example.com";
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -368,87 +366,11 @@ fn start_nodes_on(ports: &[u16], db: &Db, relay_port: u16, extra: &str) -> Vec<N
     nodes
 }
 
-// ---------------------------------------------------------- LMTP client --
-
-/// An LMTP client that reports a dead server instead of panicking.
-struct Client {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-fn broken(what: &str) -> std::io::Error {
-    std::io::Error::other(what.to_string())
-}
-
-impl Client {
-    fn connect(port: u16) -> std::io::Result<Client> {
-        let s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let w = s.try_clone()?;
-        let mut c = Client {
-            r: BufReader::new(s),
-            w,
-        };
-        c.expect("220", None)?;
-        c.expect("250", Some("LHLO scaleout.test"))?;
-        Ok(c)
-    }
-
-    fn reply(&mut self) -> std::io::Result<String> {
-        loop {
-            let mut line = String::new();
-            if self.r.read_line(&mut line)? == 0 {
-                return Err(broken("connection closed"));
-            }
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return Ok(line.trim_end().to_string());
-            }
-        }
-    }
-
-    fn expect(&mut self, code: &str, cmd: Option<&str>) -> std::io::Result<String> {
-        if let Some(c) = cmd {
-            self.w.write_all(format!("{c}\r\n").as_bytes())?;
-        }
-        let r = self.reply()?;
-        if r.starts_with(code) {
-            Ok(r)
-        } else {
-            Err(broken(&format!("{cmd:?}: {r}")))
-        }
-    }
-
-    /// MAIL, RCPT, DATA and the message, all but the final dot.
-    fn send_body(&mut self, from: &str, data: &[u8]) -> std::io::Result<()> {
-        self.expect("250", Some(&format!("MAIL FROM:<{from}>")))?;
-        self.expect("250", Some(&format!("RCPT TO:<{SUPPORT}>")))?;
-        self.expect("354", Some("DATA"))?;
-        self.w.write_all(&dot_stuff(data))
-    }
-
-    /// The final dot; the server's reply to it.
-    fn finish(&mut self) -> std::io::Result<String> {
-        self.w.write_all(b".\r\n")?;
-        self.reply()
-    }
-
-    fn send(&mut self, from: &str, data: &[u8]) -> std::io::Result<String> {
-        self.send_body(from, data)?;
-        self.finish()
-    }
-
-    fn quit(mut self) {
-        let _ = self.w.write_all(b"QUIT\r\n");
-        let mut rest = String::new();
-        let _ = self.r.read_to_string(&mut rest);
-    }
-}
-
 /// One mail on a session of its own; a `4xx` is retried (as an MTA would)
 /// up to ten times. Returns the final reply and the retries it took.
 fn deliver_retrying(port: u16, from: &str, data: &[u8]) -> (String, usize) {
     for retry in 0..10 {
-        let mut c = Client::connect(port).expect("connect");
+        let mut c = Client::connect(port, "scaleout.test").expect("connect");
         let r = c.send(from, data).expect("send");
         c.quit();
         if !r.starts_with('4') {
@@ -457,23 +379,6 @@ fn deliver_retrying(port: u16, from: &str, data: &[u8]) -> (String, usize) {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("<{from}>: still 4xx after 10 tries");
-}
-
-/// The ticket token a `250 2.0.0 <rcpt> OK, stored as SUP-12` names.
-fn token_in(reply: &str) -> Option<String> {
-    reply
-        .split_whitespace()
-        .last()
-        .filter(|t| t.starts_with("SUP-"))
-        .map(str::to_string)
-}
-
-/// `<a@b>` → `a@b`.
-fn bare(id: &str) -> String {
-    id.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_string()
 }
 
 /// Message-ID (bare) → the tickets whose `message_ids` hold it.
@@ -550,7 +455,7 @@ fn race_round(nodes: &[Node], tag: &str, r: usize) -> ([String; 3], usize) {
         .map(|(data, port)| {
             let (barrier, from) = (barrier.clone(), from.clone());
             std::thread::spawn(move || {
-                let mut c = Client::connect(port).expect("connect");
+                let mut c = Client::connect(port, "scaleout.test").expect("connect");
                 c.send_body(&from, &data).expect("send");
                 barrier.wait();
                 let first = c.finish().expect("reply to the final dot");
@@ -690,7 +595,7 @@ fn load_session(
     stop: Arc<AtomicBool>,
     out: Arc<Mutex<Vec<Sent>>>,
 ) {
-    let Ok(mut c) = Client::connect(port) else {
+    let Ok(mut c) = Client::connect(port, "scaleout.test") else {
         return;
     };
     let mut roots: Vec<(String, String)> = Vec::new();

@@ -10,6 +10,7 @@
 //! say so and return ([`sled_only`]). docs/testing.md lists them.
 #![allow(dead_code)]
 
+pub mod lmtp;
 pub mod sink;
 
 use serde_json::Value;
